@@ -1,0 +1,1 @@
+"""Sluice backend: a batching LLM server. Knows nothing of caching."""

@@ -1,0 +1,1 @@
+"""Engines run batches of generation rows on a model (torch, vLLM)."""

@@ -1,0 +1,77 @@
+"""The contract between the batcher and the engines that run a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """Per-request decoding settings; every row of a batch carries its own."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One request inside a batch. `cancelled` is polled between decoding steps."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    cancelled: Callable[[], bool] = field(default=lambda: False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowOutput:
+    """What one decoding step produced for one row.
+
+    `text` is the new text since the previous output of this row (stop strings already
+    cut away); `finish_reason` is set on the row's last output, which carries the final
+    token counts.
+    """
+
+    request_id: str
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Emit = Callable[[RowOutput], None]
+
+
+class Engine(Protocol):
+    """A loaded model that serves a whole batch of rows with one forward pass per step."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def encode_prompt(self, prompt: str) -> list[int]: ...
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Applies the tokenizer's chat template, with the generation prompt appended."""
+        ...
+
+    def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
+        """Generates every row to completion, emitting outputs as they are produced.
+
+        Blocking: the batcher calls it in a worker thread. Every row gets exactly one
+        output with `finish_reason` set (a cancelled row finishes with "stop" early).
+        Raising means every row of the batch failed.
+        """
+        ...

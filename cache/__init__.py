@@ -1,0 +1,1 @@
+"""Sluice cache: exact and semantic response caches on Redis. Knows nothing of HTTP."""

@@ -1,0 +1,1 @@
+"""Sluice gateway: the OpenAI-compatible caching front door."""

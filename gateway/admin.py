@@ -1,0 +1,102 @@
+"""Admin routes: statistics, cache invalidation and entry listing, behind the admin token."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.errors import BadRequest
+from gateway.metrics import backend_batch_stats
+from gateway.services import Services
+
+
+def _services(request: Request) -> Services:
+    svc: Services = request.state.services
+    svc.auth.check_admin(request.headers.get("authorization"))
+    return svc
+
+
+async def _cache_stats(svc: Services) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(svc.cache_timeout_s):
+            return await svc.cache.stats()
+    except Exception as exc:
+        return {"error": f"cache statistics unavailable ({type(exc).__name__})"}
+
+
+async def _backends(svc: Services) -> dict[str, Any]:
+    texts = await svc.upstream.metrics_texts()
+    outstanding = svc.upstream.outstanding()
+    out: dict[str, Any] = {}
+    for url, text in texts.items():
+        entry: dict[str, Any] = {"reachable": text is not None, "outstanding": outstanding[url]}
+        if text is not None:
+            try:
+                entry["batching"] = backend_batch_stats(text)
+            except ValueError:
+                entry["batching"] = None
+        out[url] = entry
+    return out
+
+
+async def stats(request: Request) -> JSONResponse:
+    """GET /admin/stats: this gateway's counts, shared cache counters, backends' batching."""
+    svc = _services(request)
+    cache_stats, backends = await asyncio.gather(_cache_stats(svc), _backends(svc))
+    return JSONResponse(
+        {
+            "gateway": svc.stats.snapshot(),
+            "cache": cache_stats,
+            "backends": backends,
+            "in_flight_upstream_calls": len(svc.flights),
+        }
+    )
+
+
+def _int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", param=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", param=name)
+    return value
+
+
+async def delete_cache(request: Request) -> JSONResponse:
+    """DELETE /admin/cache?tenant=&model=&entry_id=  (all=true to empty every tenant)."""
+    svc = _services(request)
+    query = request.query_params
+    filters = {
+        "namespace": query.get("tenant") or None,
+        "model": query.get("model") or None,
+        "entry_id": query.get("entry_id") or None,
+    }
+    if not any(filters.values()) and query.get("all") != "true":
+        raise BadRequest("Give tenant, model or entry_id (or all=true to remove every entry).")
+    deleted = await svc.cache.invalidate(**filters)
+    return JSONResponse({"deleted": deleted})
+
+
+async def list_entries(request: Request) -> JSONResponse:
+    """GET /admin/cache/entries?tenant=&offset=&limit=: a page of entries with hit counts."""
+    svc = _services(request)
+    offset = _int_param(request, "offset", 0, low=0, high=10**9)
+    limit = _int_param(request, "limit", 50, low=1, high=1000)
+    tenant = request.query_params.get("tenant") or None
+    page = await svc.cache.entries(namespace=tenant, offset=offset, limit=limit)
+    return JSONResponse(
+        {
+            "data": [dataclasses.asdict(entry) for entry in page],
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + len(page) if len(page) == limit else None,
+        }
+    )

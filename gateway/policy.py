@@ -1,0 +1,70 @@
+"""What the cache may do for one request: from its headers and its sampling parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import BadRequest
+
+TTL_HEADER = "x-cache-ttl"
+
+# Fields that change how an answer is delivered or attributed, never what it says.
+_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachePolicy:
+    """Per-request cache behaviour from `Cache-Control` and `x-cache-ttl`."""
+
+    lookup: bool = True
+    store: bool = True
+    ttl_s: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], *, max_ttl_s: int) -> CachePolicy:
+        """`no-cache`: answer fresh but store it; `no-store`: don't store; TTL from the header."""
+        directives = {
+            part.strip().split("=", 1)[0].lower()
+            for part in headers.get("cache-control", "").split(",")
+            if part.strip()
+        }
+        ttl: int | None = None
+        raw_ttl = headers.get(TTL_HEADER)
+        if raw_ttl is not None:
+            try:
+                ttl = int(raw_ttl)
+            except ValueError:
+                raise BadRequest(f"{TTL_HEADER} must be a whole number of seconds.") from None
+            if ttl <= 0:
+                raise BadRequest(f"{TTL_HEADER} must be positive.")
+            ttl = min(ttl, max_ttl_s)
+        return cls(
+            lookup="no-cache" not in directives, store="no-store" not in directives, ttl_s=ttl
+        )
+
+
+def uncacheable_reason(endpoint: str, body: dict[str, Any], *, cache_sampled: bool) -> str | None:
+    """Why this request bypasses the cache, or None when it can be cached."""
+    if endpoint == "completion" and not isinstance(body.get("prompt"), str):
+        return "prompt is not a single string"
+    if not cache_sampled:
+        temperature = body.get("temperature", 1.0)
+        sampled = not isinstance(temperature, int | float) or temperature > 0
+        if sampled and body.get("seed") is None:
+            return "sampled without a seed"
+    return None
+
+
+def flight_key(tenant: str, endpoint: str, body: dict[str, Any]) -> str:
+    """Identity of a request for sharing one upstream call: everything but delivery fields.
+
+    Stricter than the cache's exact key (every field counts), so requests that share a flight
+    always deserve the same answer.
+    """
+    kept = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
+    canonical = json.dumps([tenant, endpoint, kept], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

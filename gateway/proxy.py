@@ -1,0 +1,358 @@
+"""The OpenAI routes: authenticate, look up the cache, else call upstream once, store, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import anyio
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from cache.response_cache import CacheHit, Endpoint
+from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
+from gateway.policy import CachePolicy, flight_key, uncacheable_reason
+from gateway.services import Services
+from gateway.sse import StreamAssembler, event, iter_events, replay
+from gateway.stats import Outcome
+
+log = logging.getLogger("sluice.gateway.requests")
+
+JSON = "application/json"
+SSE = "text/event-stream"
+_X_CACHE = {"exact": "hit", "semantic": "semantic", "miss": "miss", "bypass": "bypass"}
+
+
+@dataclass(kw_only=True)
+class _Call:
+    """One client request on its way through the gateway."""
+
+    svc: Services
+    tenant: str
+    endpoint: Endpoint
+    path: str
+    raw: bytes
+    body: dict[str, Any]
+    policy: CachePolicy
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def include_usage(self) -> bool:
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    @cached_property
+    def key(self) -> str:
+        return flight_key(self.tenant, self.endpoint, self.body)
+
+    def finish(
+        self,
+        outcome: Outcome,
+        status: int,
+        *,
+        answer: dict[str, Any] | None = None,
+        coalesced: bool = False,
+    ) -> None:
+        """Counts the request once its answer has been sent in full."""
+        svc = self.svc
+        latency_ms = (time.perf_counter() - self.started) * 1000.0
+        saved = _tokens(answer) if outcome in ("exact", "semantic") else 0
+        svc.stats.record(
+            self.tenant,
+            self.model,
+            outcome,
+            latency_ms=latency_ms,
+            saved_tokens=saved,
+            coalesced=coalesced,
+        )
+        cache_label = _X_CACHE.get(outcome, outcome)
+        svc.metrics.requests.labels(self.tenant, self.model, self.endpoint, cache_label).inc()
+        svc.metrics.latency.labels(cache_label).observe(latency_ms / 1000.0)
+        if saved:
+            svc.metrics.saved_tokens.labels(self.tenant, self.model).inc(saved)
+        if coalesced:
+            svc.metrics.coalesced.inc()
+        if outcome != "error":
+            svc.spawn(svc.record(self.tenant, self.model, outcome, latency_ms))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s tenant=%s model=%s cache=%s status=%d %.1fms",
+                self.path, self.tenant, self.model, cache_label, status, latency_ms,
+            )  # fmt: skip
+        if svc.log_bodies:
+            log.info("request=%s answer=%s", self.raw.decode(errors="replace"), json.dumps(answer))
+
+
+def _tokens(answer: dict[str, Any] | None) -> int:
+    usage = (answer or {}).get("usage") or {}
+    total = usage.get("total_tokens")
+    return int(total) if isinstance(total, int) else 0
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body is larger than {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"Request body is larger than {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("you must provide a model parameter", param="model")
+    if endpoint == "chat":
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise BadRequest("messages must be a non-empty array", param="messages")
+    elif "prompt" not in body:
+        raise BadRequest("you must provide a prompt parameter", param="prompt")
+    return body
+
+
+def _headers(outcome: Outcome, hit: CacheHit | None = None) -> dict[str, str]:
+    headers = {"x-cache": _X_CACHE.get(outcome, "miss")}
+    if hit is not None:
+        headers["x-cache-entry"] = hit.entry_id
+        if hit.similarity is not None:
+            headers["x-cache-similarity"] = f"{hit.similarity:.4f}"
+    return headers
+
+
+def _answer(
+    call: _Call,
+    answer: dict[str, Any],
+    outcome: Outcome,
+    *,
+    hit: CacheHit | None = None,
+    coalesced: bool = False,
+) -> Response:
+    """A complete answer from the cache or a shared flight, as JSON or as a replayed stream."""
+    headers = _headers(outcome, hit)
+    if call.stream:
+        events = replay(answer, call.endpoint, include_usage=call.include_usage)
+        response = Response(b"".join(events), media_type=SSE, headers=headers)
+    else:
+        response = Response(json.dumps(answer).encode(), media_type=JSON, headers=headers)
+    call.finish(outcome, 200, answer=answer, coalesced=coalesced)
+    return response
+
+
+async def _join_flight(call: _Call, *, finished_too: bool) -> Response | None:
+    """Answers from an identical request's upstream call, if one is running (or just ended)."""
+    future = call.svc.flights.get(call.key)
+    if future is None:
+        return None
+    if future.done():
+        answer = future.result()
+        if not finished_too or answer is None:
+            return None
+        return _answer(call, answer, "exact")
+    answer = await asyncio.shield(future)
+    if answer is None:
+        return None
+    return _answer(call, answer, "miss", coalesced=True)
+
+
+async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
+    """The cache flow for one completion request."""
+    svc: Services = request.state.services
+    tenant = svc.auth.tenant(request.headers.get("authorization"))
+    raw = await _read_body(request, svc.max_body_bytes)
+    body = _parse(raw, endpoint)
+    policy = CachePolicy.from_headers(request.headers, max_ttl_s=svc.max_ttl_s)
+    call = _Call(
+        svc=svc, tenant=tenant, endpoint=endpoint, path=path, raw=raw, body=body, policy=policy
+    )
+    reason = uncacheable_reason(endpoint, body, cache_sampled=svc.cache_sampled)
+    try:
+        if reason is not None or not (policy.lookup or policy.store):
+            return await _upstream(call, "bypass", flight=None)
+        shared = await _join_flight(call, finished_too=policy.lookup)
+        if shared is not None:
+            return shared
+        if policy.lookup:
+            hit = await svc.lookup(tenant, endpoint, body)
+            if hit is not None:
+                return _answer(call, hit.response, hit.kind, hit=hit)
+            shared = await _join_flight(call, finished_too=True)
+            if shared is not None:
+                return shared
+        return await _upstream(call, "miss", flight=svc.flights.lead(call.key))
+    except GatewayError as exc:
+        call.finish("error", exc.status_code)
+        response = error_response(exc)
+        response.headers["x-cache"] = "bypass" if reason is not None else "miss"
+        return response
+
+
+async def _upstream(
+    call: _Call, outcome: Outcome, *, flight: asyncio.Future[dict[str, Any] | None] | None
+) -> Response:
+    """Calls upstream (a miss leads the flight of its key; a bypass leads none)."""
+    try:
+        if call.stream:
+            return await _stream_upstream(call, outcome, flight)
+        return await _call_upstream(call, outcome, flight)
+    except BaseException:
+        if flight is not None:
+            call.svc.flights.finish(call.key, flight, None, keep=False)
+        raise
+
+
+def _settle(
+    call: _Call, flight: asyncio.Future[dict[str, Any] | None] | None, answer: dict[str, Any] | None
+) -> None:
+    """Shares the answer with waiting followers and stores it; failures are never stored."""
+    if flight is None:
+        return
+    svc = call.svc
+    keep = answer is not None and call.policy.store
+    svc.flights.finish(call.key, flight, answer, keep=keep)
+    if keep and answer is not None:
+        ttl = call.policy.ttl_s or svc.default_ttl_s
+        svc.spawn(_store_then_release(call, flight, answer, ttl))
+
+
+async def _store_then_release(
+    call: _Call, flight: asyncio.Future[dict[str, Any] | None], answer: dict[str, Any], ttl: int
+) -> None:
+    try:
+        await call.svc.store(call.tenant, call.endpoint, call.body, answer, ttl)
+    finally:
+        call.svc.flights.release(call.key, flight)
+
+
+async def _call_upstream(
+    call: _Call, outcome: Outcome, flight: asyncio.Future[dict[str, Any] | None] | None
+) -> Response:
+    reply = await call.svc.upstream.request("POST", call.path, content=call.raw)
+    answer: dict[str, Any] | None = None
+    if reply.status_code == 200 and reply.content_type.startswith(JSON):
+        try:
+            parsed = json.loads(reply.content)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("choices"):
+            answer = parsed
+    _settle(call, flight, answer)
+    call.finish(outcome if reply.status_code < 400 else "error", reply.status_code, answer=answer)
+    return Response(
+        reply.content,
+        status_code=reply.status_code,
+        media_type=reply.content_type,
+        headers=_headers(outcome),
+    )
+
+
+async def _stream_upstream(
+    call: _Call, outcome: Outcome, flight: asyncio.Future[dict[str, Any] | None] | None
+) -> Response:
+    content = call.raw
+    strip_usage = False
+    if flight is not None and call.svc.stream_usage and not call.include_usage:
+        # Usage is kept with the stored answer; the client that did not ask never sees it.
+        options = call.body.get("stream_options")
+        options = {**options} if isinstance(options, dict) else {}
+        asked = {**call.body, "stream_options": {**options, "include_usage": True}}
+        content = json.dumps(asked).encode()
+        strip_usage = True
+    opened = call.svc.upstream.stream("POST", call.path, content=content)
+    response = await opened.__aenter__()
+    if response.status_code != 200:
+        try:
+            data = await response.aread()
+        finally:
+            await opened.__aexit__(None, None, None)
+        _settle(call, flight, None)
+        call.finish("error", response.status_code)
+        return Response(
+            data,
+            status_code=response.status_code,
+            media_type=response.headers.get("content-type", JSON),
+            headers=_headers(outcome),
+        )
+    relay = _relay(call, outcome, flight, opened, response, strip_usage=strip_usage)
+    return StreamingResponse(relay, media_type=SSE, headers=_headers(outcome))
+
+
+async def _relay(
+    call: _Call,
+    outcome: Outcome,
+    flight: asyncio.Future[dict[str, Any] | None] | None,
+    opened: AbstractAsyncContextManager[httpx.Response],
+    response: httpx.Response,
+    *,
+    strip_usage: bool,
+) -> AsyncIterator[bytes]:
+    """Passes upstream events through as they come, assembling the answer to store at the end."""
+    assembler = StreamAssembler(call.endpoint)
+    answer: dict[str, Any] | None = None
+    final: Outcome = "error"
+    try:
+        try:
+            async for raw, data in iter_events(response.aiter_raw()):
+                if data is not None:
+                    chunk = assembler.feed(data)
+                    usage_only = (
+                        chunk is not None and chunk.get("usage") and not chunk.get("choices")
+                    )
+                    if strip_usage and usage_only:
+                        continue
+                yield raw
+        except httpx.HTTPError as exc:
+            call.svc.metrics.upstream_errors.labels("stream_cut").inc()
+            message = f"The upstream stream broke off ({type(exc).__name__})."
+            yield event(error_body(message, error_type="server_error", code="upstream_stream_cut"))
+            return
+        answer = assembler.result()
+        final = outcome if answer is not None else "error"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await opened.__aexit__(None, None, None)
+        _settle(call, flight, answer)
+        call.finish(final, 200, answer=answer)
+
+
+async def chat_completions(request: Request) -> Response:
+    """POST /v1/chat/completions."""
+    return await proxy(request, "chat", "/v1/chat/completions")
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions."""
+    return await proxy(request, "completion", "/v1/completions")
+
+
+async def models(request: Request) -> Response:
+    """GET /v1/models, from the first upstream that answers."""
+    svc: Services = request.state.services
+    svc.auth.tenant(request.headers.get("authorization"))
+    reply = await svc.upstream.request("GET", "/v1/models")
+    return Response(reply.content, status_code=reply.status_code, media_type=reply.content_type)

@@ -1,0 +1,135 @@
+"""The long-lived parts one gateway process shares between requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
+from gateway.auth import Authenticator
+from gateway.flight import SingleFlight
+from gateway.metrics import GatewayMetrics
+from gateway.stats import RequestStats
+from gateway.upstream import UpstreamPool
+
+log = logging.getLogger("sluice.gateway")
+
+
+class Cache(Protocol):
+    """What the gateway needs of `cache.ResponseCache` (see cache/response_cache.py)."""
+
+    async def lookup(
+        self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
+    ) -> CacheHit | None: ...
+
+    async def store(
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        response: dict[str, Any],
+        *,
+        ttl_s: int | None = None,
+    ) -> str | None: ...
+
+    async def record(
+        self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
+    ) -> None: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+    async def invalidate(
+        self,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        entry_id: str | None = None,
+    ) -> int: ...
+
+    async def entries(
+        self, *, namespace: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[EntryInfo]: ...
+
+    async def ping(self) -> bool: ...
+
+
+@dataclass(kw_only=True)
+class Services:
+    """Everything a request handler reaches through `request.state.services`."""
+
+    cache: Cache
+    upstream: UpstreamPool
+    auth: Authenticator
+    max_body_bytes: int
+    default_ttl_s: int
+    max_ttl_s: int
+    semantic: bool = True
+    cache_timeout_s: float = 2.0
+    cache_sampled: bool = True
+    stream_usage: bool = True
+    log_bodies: bool = False
+    flights: SingleFlight = field(default_factory=SingleFlight)
+    stats: RequestStats = field(default_factory=RequestStats)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # Strong references keep fire-and-forget tasks (stores, stat records) from being collected.
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _cache_failing: bool = False
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Runs work after the answer is sent, holding a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def cache_failed(self, what: str, exc: BaseException) -> None:
+        """Logs a cache failure once per outage; requests carry on without the cache."""
+        if not self._cache_failing:
+            self._cache_failing = True
+            log.warning("cache %s failed (%s); serving from upstream", what, type(exc).__name__)
+
+    def cache_ok(self) -> None:
+        if self._cache_failing:
+            self._cache_failing = False
+            log.warning("cache answers again")
+
+    async def lookup(
+        self, tenant: str, endpoint: Endpoint, body: dict[str, Any]
+    ) -> CacheHit | None:
+        """Cache lookup that never fails the request: errors and slowness count as a miss."""
+        try:
+            async with asyncio.timeout(self.cache_timeout_s):
+                hit = await self.cache.lookup(tenant, endpoint, body, semantic=self.semantic)
+        except Exception as exc:
+            self.cache_failed("lookup", exc)
+            return None
+        self.cache_ok()
+        return hit
+
+    async def store(
+        self,
+        tenant: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        answer: dict[str, Any],
+        ttl: int,
+    ) -> None:
+        """Stores an answer, dropping it quietly if the cache is unavailable."""
+        try:
+            await self.cache.store(tenant, endpoint, body, answer, ttl_s=ttl)
+        except Exception as exc:
+            self.cache_failed("store", exc)
+
+    async def record(self, tenant: str, model: str, outcome: Outcome, latency_ms: float) -> None:
+        try:
+            await self.cache.record(tenant, model, outcome, latency_ms=latency_ms)
+        except Exception as exc:
+            self.cache_failed("record", exc)
+
+    async def aclose(self) -> None:
+        """Lets pending stores finish (briefly) before the cache closes."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5.0)

@@ -1,0 +1,84 @@
+"""Gateway configuration: one settings object, read once at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Every gateway setting; env `SLUICE_GATEWAY_<NAME>`, flag `--<name>` (dashes)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_GATEWAY_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, description="Port to listen on.")
+    upstreams: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8001"],
+        description="Comma-separated OpenAI-compatible base URLs (our backend, vLLM, ...).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLUICE_GATEWAY_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Redis URL (also read from REDIS_URL); unset = embedded in-process Redis.",
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="Comma-separated KEY=TENANT pairs; unset with no keys file = open.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="File of KEY=TENANT lines (# comments); merged with api_keys."
+    )
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for /admin routes; unset = admin routes refuse all."
+    )
+    default_tenant: str = Field(
+        default="default", description="Tenant of every request in open mode."
+    )
+    max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
+    connect_timeout_s: float = Field(default=2.0, description="Upstream connect timeout.")
+    upstream_timeout_s: float = Field(default=300.0, description="Upstream read timeout per chunk.")
+    max_connections: int = Field(
+        default=256, description="Pooled upstream connections, all upstreams."
+    )
+    cache_ttl_s: int = Field(default=86_400, description="Default lifetime of a cached answer.")
+    max_ttl_s: int = Field(default=30 * 86_400, description="Cap on a per-request x-cache-ttl.")
+    semantic: bool = Field(default=True, description="Look up paraphrases (semantic cache).")
+    semantic_threshold: float | None = Field(
+        default=None,
+        description="Cosine similarity needed for a semantic hit; unset = cache default.",
+    )
+    embedding_model: str | None = Field(
+        default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
+    )
+    cache_max_entries: int | None = Field(
+        default=None, description="Entries kept per tenant (LRU out); unset = cache default."
+    )
+    cache_timeout_s: float = Field(
+        default=2.0, description="Longest wait for a cache lookup before going upstream."
+    )
+    cache_sampled: bool = Field(
+        default=True, description="Cache requests sampled with temperature > 0 and no seed."
+    )
+    upstream_stream_usage: bool = Field(
+        default=True,
+        description="Ask upstreams for usage in streams (stripped unless the client asked).",
+    )
+    log_bodies: bool = Field(
+        default=False, description="Log prompt and answer text (off: never logged)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level."
+    )
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _split_upstreams(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return [str(url).rstrip("/") for url in value]
+        return value

@@ -1,0 +1,179 @@
+"""Pooled HTTP client over the upstream servers: least-outstanding balancing and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger("sluice.gateway.upstream")
+
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamReply:
+    """A complete, non-streamed upstream answer."""
+
+    status_code: int
+    content: bytes
+    content_type: str
+    upstream: str
+
+
+class UpstreamPool:
+    """One pooled `httpx.AsyncClient` shared by all upstream base URLs.
+
+    Each request goes to the upstream with the fewest requests outstanding from this gateway;
+    a connection failure (nothing was sent) is retried on another upstream, and the failed one
+    is skipped for `down_s` while others are left.
+
+    Args:
+        urls: base URLs of OpenAI-compatible servers, without the `/v1` suffix.
+        connect_timeout_s: time allowed to open a connection.
+        read_timeout_s: time allowed between two chunks of an answer.
+        max_connections: connections kept across all upstreams.
+        down_s: how long an upstream that refused a connection is passed over.
+        transport: an httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 300.0,
+        max_connections: int = 256,
+        down_s: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one upstream URL is needed")
+        self.urls = [url.rstrip("/") for url in urls]
+        self._outstanding = dict.fromkeys(self.urls, 0)
+        self._down_until = dict.fromkeys(self.urls, 0.0)
+        self._down_s = down_s
+        self._turn = itertools.count()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> UpstreamPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    def outstanding(self) -> dict[str, int]:
+        """Requests in flight per upstream (for stats)."""
+        return dict(self._outstanding)
+
+    def _pick(self, tried: set[str]) -> str:
+        now = time.monotonic()
+        left = [url for url in self.urls if url not in tried]
+        if not left:
+            raise UpstreamUnavailable("No upstream server could be reached.")
+        alive = [url for url in left if self._down_until[url] <= now] or left
+        # Rotating the start breaks ties, so idle upstreams share the load evenly.
+        start = next(self._turn) % len(alive)
+        rotated = alive[start:] + alive[:start]
+        return min(rotated, key=self._outstanding.__getitem__)
+
+    def _failed(self, url: str, exc: Exception, tried: set[str]) -> None:
+        log.warning("upstream %s unreachable (%s); trying another", url, type(exc).__name__)
+        tried.add(url)
+        self._down_until[url] = time.monotonic() + self._down_s
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, content: bytes | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """Sends a request and yields the response with its body still unread."""
+        tried: set[str] = set()
+        while True:
+            url = self._pick(tried)
+            self._outstanding[url] += 1
+            try:
+                request = self._client.build_request(
+                    method,
+                    url + path,
+                    content=content,
+                    headers={"content-type": "application/json"} if content is not None else None,
+                )
+                try:
+                    response = await self._client.send(request, stream=True)
+                except _CONNECT_FAILURES as exc:
+                    self._failed(url, exc, tried)
+                    continue
+                except httpx.TimeoutException as exc:
+                    raise UpstreamTimeout("The upstream server did not answer in time.") from exc
+                except httpx.TransportError as exc:
+                    raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
+                try:
+                    response.extensions["sluice_upstream"] = url
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            finally:
+                self._outstanding[url] -= 1
+
+    async def request(
+        self, method: str, path: str, *, content: bytes | None = None
+    ) -> UpstreamReply:
+        """Sends a request and reads the whole answer."""
+        async with self.stream(method, path, content=content) as response:
+            try:
+                body = await response.aread()
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout("The upstream server did not answer in time.") from exc
+            except httpx.TransportError as exc:
+                raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
+            return UpstreamReply(
+                status_code=response.status_code,
+                content=body,
+                content_type=response.headers.get("content-type", "application/json"),
+                upstream=str(response.extensions["sluice_upstream"]),
+            )
+
+    async def _get_one(self, url: str, path: str, timeout_s: float) -> httpx.Response | None:
+        try:
+            return await self._client.get(url + path, timeout=timeout_s)
+        except httpx.HTTPError:
+            return None
+
+    async def probe(self, *, timeout_s: float = 1.0) -> dict[str, bool]:
+        """Whether each upstream answers `/health` with 200 now."""
+        replies = await asyncio.gather(*(self._get_one(u, "/health", timeout_s) for u in self.urls))
+        return {
+            url: reply is not None and reply.status_code == 200
+            for url, reply in zip(self.urls, replies, strict=True)
+        }
+
+    async def metrics_texts(self, *, timeout_s: float = 1.0) -> dict[str, str | None]:
+        """Each upstream's Prometheus `/metrics` text, or None where it has none."""
+        replies = await asyncio.gather(
+            *(self._get_one(u, "/metrics", timeout_s) for u in self.urls)
+        )
+        return {
+            url: reply.text if reply is not None and reply.status_code == 200 else None
+            for url, reply in zip(self.urls, replies, strict=True)
+        }

@@ -1,0 +1,284 @@
+"""Small stand-ins for the gateway's neighbours: an OpenAI-like upstream and an in-memory cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
+
+
+@dataclass
+class UpstreamControl:
+    """What the fake upstream does next, and what it has seen."""
+
+    calls: int = 0
+    delay_s: float = 0.0
+    fail_status: int | None = None
+    truncate: bool = False
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _question(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return str(body["messages"][-1].get("content", ""))
+    return str(body.get("prompt", ""))
+
+
+def fake_upstream(control: UpstreamControl) -> Starlette:
+    """An OpenAI-like server answering `echo: <question>`, word by word when streamed."""
+
+    async def complete(request: Request) -> Response:
+        body = await request.json()
+        control.calls += 1
+        control.bodies.append(body)
+        await asyncio.sleep(control.delay_s)
+        if control.fail_status is not None:
+            error = {"message": "boom", "type": "server_error", "param": None, "code": None}
+            return JSONResponse({"error": error}, status_code=control.fail_status)
+        chat = request.url.path.endswith("/chat/completions")
+        text = f"echo: {_question(body)}"
+        words = text.split(" ")
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": len(words),
+            "total_tokens": 7 + len(words),
+        }
+        base = {"id": f"cmpl-{uuid.uuid4().hex[:8]}", "created": int(time.time())}
+        base["model"] = body["model"]
+        if not body.get("stream"):
+            if chat:
+                message = {"role": "assistant", "content": text}
+                choice = {"index": 0, "message": message, "finish_reason": "stop"}
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": text, "finish_reason": "stop"}
+                obj = "text_completion"
+            return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage})
+
+        async def events() -> AsyncIterator[bytes]:
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            for position, word in enumerate(words):
+                piece = word if position == 0 else " " + word
+                part = {"index": 0, "delta": {"content": piece}} if chat else {"text": piece}
+                choice = {"index": 0, **part, "finish_reason": None}
+                yield _event({**base, "object": obj, "choices": [choice]})
+                await asyncio.sleep(0)
+                if control.truncate and position == 1:
+                    return
+            last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
+            yield _event({**base, "object": obj, "choices": [{**last, "finish_reason": "stop"}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _event({**base, "object": obj, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        text = (
+            "# TYPE sluice_backend_queue_depth gauge\nsluice_backend_queue_depth 2.0\n"
+            "# TYPE sluice_backend_batch_size histogram\n"
+            'sluice_backend_batch_size_bucket{le="+Inf"} 4.0\n'
+            "sluice_backend_batch_size_count 4.0\nsluice_backend_batch_size_sum 10.0\n"
+            "# TYPE sluice_backend_requests counter\nsluice_backend_requests_total 10.0\n"
+        )
+        return Response(text, media_type="text/plain")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", complete, methods=["POST"]),
+            Route("/v1/completions", complete, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/health", health),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+def _exact(namespace: str, endpoint: str, body: dict[str, Any]) -> str:
+    kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "user")}
+    return json.dumps([namespace, endpoint, kept], sort_keys=True)
+
+
+def _scope(namespace: str, endpoint: str, body: dict[str, Any]) -> str:
+    kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "user")}
+    if "messages" in kept:
+        kept["messages"] = kept["messages"][:-1]
+    else:
+        kept.pop("prompt", None)
+    return json.dumps([namespace, endpoint, kept], sort_keys=True)
+
+
+@dataclass
+class _Entry:
+    entry_id: str
+    namespace: str
+    model: str
+    question: str
+    response: dict[str, Any]
+    ttl_s: int
+    created_at: float = field(default_factory=time.time)
+    hits: int = 0
+
+
+class FakeResponseCache:
+    """The ResponseCache contract in memory. A paraphrase is the same words after lowercasing
+    and dropping punctuation (similarity 0.95). `down = True` makes every call raise."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Entry] = {}
+        self.scoped: dict[tuple[str, str], _Entry] = {}
+        self.records: list[tuple[str, str, Outcome]] = []
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("redis is down")
+
+    async def lookup(
+        self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
+    ) -> CacheHit | None:
+        self._check()
+        entry = self.exact.get(_exact(namespace, endpoint, body))
+        if entry is not None:
+            entry.hits += 1
+            return CacheHit(kind="exact", entry_id=entry.entry_id, response=entry.response)
+        if semantic:
+            entry = self.scoped.get((_scope(namespace, endpoint, body), _normal(_question(body))))
+            if entry is not None:
+                entry.hits += 1
+                return CacheHit(
+                    kind="semantic",
+                    entry_id=entry.entry_id,
+                    response=entry.response,
+                    similarity=0.95,
+                )
+        return None
+
+    async def store(
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        response: dict[str, Any],
+        *,
+        ttl_s: int | None = None,
+    ) -> str | None:
+        self._check()
+        entry = _Entry(
+            entry_id=uuid.uuid4().hex,
+            namespace=namespace,
+            model=str(body["model"]),
+            question=_question(body),
+            response=response,
+            ttl_s=ttl_s or 86_400,
+        )
+        self.exact[_exact(namespace, endpoint, body)] = entry
+        self.scoped[(_scope(namespace, endpoint, body), _normal(_question(body)))] = entry
+        return entry.entry_id
+
+    async def record(
+        self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
+    ) -> None:
+        self._check()
+        self.records.append((namespace, model, outcome))
+
+    async def stats(self) -> dict[str, Any]:
+        self._check()
+        return {"records": len(self.records)}
+
+    async def invalidate(
+        self,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        entry_id: str | None = None,
+    ) -> int:
+        self._check()
+
+        def matches(entry: _Entry) -> bool:
+            return (
+                (namespace is None or entry.namespace == namespace)
+                and (model is None or entry.model == model)
+                and (entry_id is None or entry.entry_id == entry_id)
+            )
+
+        gone = {e.entry_id for e in self.exact.values() if matches(e)}
+        self.exact = {k: e for k, e in self.exact.items() if e.entry_id not in gone}
+        self.scoped = {k: e for k, e in self.scoped.items() if e.entry_id not in gone}
+        return len(gone)
+
+    async def entries(
+        self, *, namespace: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[EntryInfo]:
+        self._check()
+        chosen = [e for e in self.exact.values() if namespace is None or e.namespace == namespace]
+        return [
+            EntryInfo(
+                entry_id=e.entry_id,
+                namespace=e.namespace,
+                model=e.model,
+                question=e.question,
+                created_at=e.created_at,
+                hits=e.hits,
+                ttl_s=e.ttl_s,
+            )
+            for e in chosen[offset : offset + limit]
+        ]
+
+    async def ping(self) -> bool:
+        return not self.down
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Runs an ASGI app under uvicorn on a loopback port in this event loop; yields its URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,322 @@
+"""The cache flow through real HTTP, driven by the official openai client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.gateway.conftest import Stack
+
+
+def _client(stack: Stack, key: str = "sk-any") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0)
+
+
+def _ask(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "fake", "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def _chat(client: openai.AsyncOpenAI, text: str, **extra: Any) -> tuple[str, str, Any]:
+    raw = await client.chat.completions.with_raw_response.create(**_ask(text, **extra))
+    completion = raw.parse()
+    return raw.headers["x-cache"], completion.choices[0].message.content or "", raw
+
+
+async def _admin(stack: Stack, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.admin_headers) as http:
+        return await http.request(method, path, **kwargs)
+
+
+async def _settled(stack: Stack) -> None:
+    """Waits until the gateway's background stores have reached the cache."""
+    for _ in range(200):
+        stats = (await _admin(stack, "GET", "/admin/stats")).json()
+        if stats["in_flight_upstream_calls"] == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("stores did not settle")
+
+
+async def test_repeat_hits_paraphrase_is_semantic_other_question_misses(stack: Stack) -> None:
+    client = _client(stack)
+    first = await _chat(client, "Where is Paris?")
+    assert first[:2] == ("miss", "echo: Where is Paris?")
+    await _settled(stack)
+    again = await _chat(client, "Where is Paris?")
+    assert again[:2] == ("hit", "echo: Where is Paris?")
+    assert again[2].headers["x-cache-entry"]
+    paraphrase = await _chat(client, "where is paris")
+    assert paraphrase[:2] == ("semantic", "echo: Where is Paris?")
+    assert paraphrase[2].headers["x-cache-similarity"] == "0.9500"
+    other = await _chat(client, "Where is Lyon?")
+    assert other[:2] == ("miss", "echo: Where is Lyon?")
+    assert stack.upstream.calls == 2
+
+
+async def test_repeat_before_the_store_lands_is_answered_from_memory(stack: Stack) -> None:
+    client = _client(stack)
+    assert (await _chat(client, "quick"))[0] == "miss"
+    # No wait for the store: the finished flight answers the repeat, upstream is not called.
+    assert (await _chat(client, "quick"))[:2] == ("hit", "echo: quick")
+    assert stack.upstream.calls == 1
+
+
+async def test_streamed_miss_is_passed_through_then_replayed_as_a_stream(stack: Stack) -> None:
+    client = _client(stack)
+    raw = await client.chat.completions.with_raw_response.create(**_ask("a b c d", stream=True))
+    assert raw.headers["x-cache"] == "miss"
+    chunks = [chunk async for chunk in raw.parse()]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == "echo: a b c d"
+    assert all(c.usage is None for c in chunks), "usage was not asked for"
+    assert len(chunks) >= 5, "the miss is relayed piece by piece"
+    # The upstream was asked for usage so that the stored answer carries it.
+    assert stack.upstream.bodies[-1]["stream_options"] == {"include_usage": True}
+    await _settled(stack)
+    stored = await _chat(client, "a b c d")
+    assert stored[:2] == ("hit", "echo: a b c d")
+    assert stored[2].parse().usage.total_tokens == 7 + 5
+
+    raw = await client.chat.completions.with_raw_response.create(
+        **_ask("a b c d", stream=True, stream_options={"include_usage": True})
+    )
+    assert raw.headers["x-cache"] == "hit"
+    replayed = [chunk async for chunk in raw.parse()]
+    assert "".join(c.choices[0].delta.content or "" for c in replayed if c.choices) == streamed
+    assert replayed[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in replayed if c.choices][-1] == "stop"
+    assert replayed[-1].usage is not None and replayed[-1].usage.total_tokens == 12
+    assert stack.upstream.calls == 1
+
+
+async def test_hit_replay_is_a_well_formed_sse_stream(stack: Stack) -> None:
+    client = _client(stack)
+    await _chat(client, "hello there")
+    await _settled(stack)
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(
+            stack.url + "/v1/chat/completions", json=_ask("hello there", stream=True)
+        )
+    assert reply.headers["x-cache"] == "hit"
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = reply.text.split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    assert all(e.startswith("data: {") for e in events[:-2])
+
+
+async def test_completions_endpoint_streams_and_caches(stack: Stack) -> None:
+    client = _client(stack)
+    stream = await client.completions.create(model="fake", prompt="one two", stream=True)
+    text = "".join([chunk.choices[0].text async for chunk in stream if chunk.choices])
+    assert text == "echo: one two"
+    await _settled(stack)
+    raw = await client.completions.with_raw_response.create(model="fake", prompt="one two")
+    assert raw.headers["x-cache"] == "hit"
+    assert raw.parse().choices[0].text == "echo: one two"
+    listed = [chunk async for chunk in await client.completions.create(
+        model="fake", prompt="one two", stream=True
+    )]  # fmt: skip
+    assert "".join(c.choices[0].text for c in listed if c.choices) == "echo: one two"
+
+
+async def test_truncated_stream_and_errors_are_never_stored(stack: Stack) -> None:
+    client = _client(stack)
+    stack.upstream.truncate = True
+    stream = await client.chat.completions.create(**_ask("w x y z", stream=True))
+    _ = [chunk async for chunk in stream]
+    stack.upstream.truncate = False
+    await _settled(stack)
+    assert (await _chat(client, "w x y z"))[0] == "miss"
+
+    stack.upstream.fail_status = 500
+    with pytest.raises(openai.InternalServerError):
+        await client.chat.completions.create(**_ask("fails"))
+    stack.upstream.fail_status = None
+    await _settled(stack)
+    assert (await _chat(client, "fails"))[0] == "miss"
+    assert stack.upstream.calls == 4
+
+
+async def test_concurrent_identical_misses_share_one_upstream_call(stack: Stack) -> None:
+    stack.upstream.delay_s = 0.3
+    client = _client(stack)
+    results = await asyncio.gather(*(_chat(client, "same question") for _ in range(6)))
+    assert stack.upstream.calls == 1
+    assert {r[1] for r in results} == {"echo: same question"}
+    assert [r[0] for r in results] == ["miss"] * 6
+    stats = (await _admin(stack, "GET", "/admin/stats")).json()
+    assert stats["gateway"]["since_start"]["overall"]["coalesced"] == 5
+
+
+async def test_streamed_followers_of_one_flight_get_streams(stack: Stack) -> None:
+    stack.upstream.delay_s = 0.3
+    client = _client(stack)
+
+    async def stream_text() -> str:
+        stream = await client.chat.completions.create(**_ask("shared stream", stream=True))
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    texts = await asyncio.gather(*(stream_text() for _ in range(4)))
+    assert texts == ["echo: shared stream"] * 4
+    assert stack.upstream.calls == 1
+
+
+async def test_cache_control_headers(stack: Stack) -> None:
+    client = _client(stack)
+    no_store = {"extra_headers": {"cache-control": "no-store"}}
+    assert (await _chat(client, "q1", **no_store))[0] == "miss"
+    await _settled(stack)
+    assert (await _chat(client, "q1", **no_store))[0] == "miss"
+    assert stack.cache.exact == {}
+
+    assert (await _chat(client, "q2"))[0] == "miss"
+    await _settled(stack)
+    no_cache = {"extra_headers": {"cache-control": "no-cache"}}
+    assert (await _chat(client, "q2", **no_cache))[0] == "miss"
+    assert stack.upstream.calls == 4
+    both = {"extra_headers": {"cache-control": "no-cache, no-store"}}
+    assert (await _chat(client, "q2", **both))[0] == "bypass"
+
+    assert (await _chat(client, "q3", extra_headers={"x-cache-ttl": "60"}))[0] == "miss"
+    await _settled(stack)
+    assert [e.ttl_s for e in stack.cache.exact.values() if e.question == "q3"] == [60]
+    with pytest.raises(openai.BadRequestError):
+        await _chat(client, "q4", extra_headers={"x-cache-ttl": "soon"})
+
+
+async def test_sampled_requests_bypass_when_configured(make_stack: Any) -> None:
+    async with make_stack(cache_sampled=False) as stack:
+        client = _client(stack)
+        assert (await _chat(client, "s"))[0] == "bypass"
+        assert (await _chat(client, "s", temperature=0.7))[0] == "bypass"
+        assert (await _chat(client, "s", temperature=0.7, seed=3))[0] == "miss"
+        assert (await _chat(client, "s", temperature=0))[0] == "miss"
+        raw = await client.completions.with_raw_response.create(
+            model="fake", prompt=["a", "b"], temperature=0
+        )
+        assert raw.headers["x-cache"] == "bypass"
+
+
+async def test_api_keys_map_to_isolated_tenants(make_stack: Any) -> None:
+    async with make_stack(api_keys="sk-a=acme,sk-b=globex") as stack:
+        with pytest.raises(openai.AuthenticationError):
+            await _chat(_client(stack, "sk-wrong"), "hi")
+        async with httpx.AsyncClient() as http:
+            reply = await http.post(stack.url + "/v1/chat/completions", json=_ask("hi"))
+        assert reply.status_code == 401
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+        acme, globex = _client(stack, "sk-a"), _client(stack, "sk-b")
+        assert (await _chat(acme, "secret plan"))[0] == "miss"
+        await _settled(stack)
+        assert (await _chat(acme, "secret plan"))[0] == "hit"
+        assert (await _chat(globex, "secret plan"))[0] == "miss"
+        assert (await _chat(globex, "Secret plan!"))[0] == "semantic"  # its own entry
+        stats = (await _admin(stack, "GET", "/admin/stats")).json()["gateway"]["since_start"]
+        assert stats["per_tenant"]["acme"]["requests"] == 2
+        assert stats["per_tenant"]["globex"]["semantic_hits"] == 1
+
+
+async def test_body_limit_is_413(make_stack: Any) -> None:
+    async with make_stack(max_body_bytes=200) as stack:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await _chat(_client(stack), "x" * 500)
+        assert caught.value.status_code == 413
+        assert stack.upstream.calls == 0
+
+
+async def test_bad_json_is_400_in_openai_shape(stack: Stack) -> None:
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(stack.url + "/v1/chat/completions", content=b"{nope")
+        missing = await http.post(stack.url + "/v1/chat/completions", json={"model": "fake"})
+    assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error"
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
+
+
+async def test_upstream_down_serves_hits_and_503s_misses(make_stack: Any) -> None:
+    async with make_stack() as stack:
+        client = _client(stack)
+        await _chat(client, "kept")
+        await _settled(stack)
+    # Same cache, but the only upstream is now a closed port.
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from tests.gateway.fakes import free_port, serving
+
+    dead = GatewaySettings(upstreams=[f"http://127.0.0.1:{free_port()}"], admin_token="a")
+    async with serving(create_app(dead, cache=stack.cache)) as url:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(**_ask("kept"))
+        assert raw.headers["x-cache"] == "hit"
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(**_ask("not kept"))
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "upstream_unavailable"  # type: ignore[index]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url + "/ready")).status_code == 503
+            assert (await http.get(url + "/health")).status_code == 200
+
+
+async def test_cache_down_means_upstream_without_client_visible_error(stack: Stack) -> None:
+    client = _client(stack)
+    await _chat(client, "steady")
+    await _settled(stack)
+    stack.cache.down = True
+    assert (await _chat(client, "steady"))[:2] == ("miss", "echo: steady")
+    stream = await client.chat.completions.create(**_ask("steady", stream=True))
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == (
+        "echo: steady"
+    )
+    async with httpx.AsyncClient() as http:
+        ready = await http.get(stack.url + "/ready")
+    assert ready.status_code == 503 and ready.json()["redis"] is False
+    stack.cache.down = False
+    assert (await _chat(client, "steady"))[0] == "hit"
+    assert stack.upstream.calls == 3
+
+
+async def test_admin_routes(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        assert (await http.get("/admin/stats")).status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert (await http.get("/admin/stats", headers=wrong)).status_code == 401
+    client = _client(stack)
+    for text in ("a1", "a2", "a3"):
+        await _chat(client, text)
+    await _settled(stack)
+    await _chat(client, "a1")
+    page = (await _admin(stack, "GET", "/admin/cache/entries", params={"limit": 2})).json()
+    assert len(page["data"]) == 2 and page["next_offset"] == 2
+    assert {"entry_id", "namespace", "model", "hits"} <= set(page["data"][0])
+    stats = (await _admin(stack, "GET", "/admin/stats")).json()
+    overall = stats["gateway"]["since_start"]["overall"]
+    assert (overall["requests"], overall["misses"], overall["exact_hits"]) == (4, 3, 1)
+    assert overall["saved_tokens"] == 7 + 2  # "echo: a1" is two words
+    assert overall["latency_ms"]["hits"]["p50"] > 0
+    backend = next(iter(stats["backends"].values()))
+    assert backend["batching"]["mean_batch_size"] == 2.5
+    assert backend["batching"]["queue_depth"] == 2.0
+    assert (await _admin(stack, "DELETE", "/admin/cache")).status_code == 400
+    entry = page["data"][0]["entry_id"]
+    deleted = await _admin(stack, "DELETE", "/admin/cache", params={"entry_id": entry})
+    assert deleted.json() == {"deleted": 1}
+    deleted = await _admin(stack, "DELETE", "/admin/cache", params={"tenant": "default"})
+    assert deleted.json() == {"deleted": 2}
+    assert (await _chat(client, "a1"))[0] == "miss"
+
+
+async def test_health_ready_metrics_models(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        assert (await http.get("/health")).json() == {"status": "ok"}
+        ready = await http.get("/ready")
+        assert ready.status_code == 200 and ready.json()["redis"] is True
+        await _chat(_client(stack), "counted")
+        text = (await http.get("/metrics")).text
+        assert 'sluice_gateway_requests_total{cache="miss",endpoint="chat"' in text
+        missing = await http.get("/nowhere")
+        assert missing.status_code == 404 and "error" in missing.json()
+    models = await _client(stack).models.list()
+    assert [m.id for m in models.data] == ["fake"]

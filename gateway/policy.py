@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cache.keys import exact_key
 from gateway.errors import BadRequest
 
 TTL_HEADER = "x-cache-ttl"
-
-# Fields that change how an answer is delivered or attributed, never what it says.
-_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,11 +56,6 @@ def uncacheable_reason(endpoint: str, body: dict[str, Any], *, cache_sampled: bo
 
 
 def flight_key(tenant: str, endpoint: str, body: dict[str, Any]) -> str:
-    """Identity of a request for sharing one upstream call: everything but delivery fields.
-
-    Stricter than the cache's exact key (every field counts), so requests that share a flight
-    always deserve the same answer.
-    """
-    kept = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
-    canonical = json.dumps([tenant, endpoint, kept], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """Identity of a request for sharing one upstream call: the exact cache key, so requests
+    that share a flight are exactly those the cache would answer alike."""
+    return exact_key(tenant, endpoint, body)

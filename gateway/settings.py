@@ -57,6 +57,12 @@ class GatewaySettings(BaseSettings):
     cache_max_entries: int | None = Field(
         default=None, description="Entries kept per tenant (LRU out); unset = cache default."
     )
+    cache_key_prefix: str = Field(
+        default="sluice", description="Prefix of every Redis key (deployments sharing a Redis)."
+    )
+    redis_timeout_s: float = Field(
+        default=0.05, description="Time limit of one Redis operation on the request path."
+    )
     cache_timeout_s: float = Field(
         default=2.0, description="Longest wait for a cache lookup before going upstream."
     )

@@ -1,0 +1,227 @@
+"""The `sluice` command: serve (everything on one machine), gateway, backend, stats."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.table import render_stats
+
+log = logging.getLogger("sluice")
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if origin is typing.Annotated:
+        return _flag_type(args[0])
+    if origin is typing.Literal:
+        return str
+    if annotation in (int, float):
+        return annotation
+    return str
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """One flag per GatewaySettings field; flags left out keep the environment's value."""
+    for name, field in GatewaySettings.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} [env SLUICE_GATEWAY_{name.upper()}]"
+        if field.annotation is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                help=help_text,
+            )  # fmt: skip
+        else:
+            parser.add_argument(
+                flag, type=_flag_type(field.annotation), default=argparse.SUPPRESS, help=help_text
+            )
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    """Settings from the environment, overridden by the flags given."""
+    given = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
+    return GatewaySettings(**given)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    """Serves the gateway with one uvicorn worker until interrupted."""
+    _setup_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+
+
+def _banner(settings: GatewaySettings, admin_token: str, generated: bool) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    token_note = " (generated for this run)" if generated else ""
+    return "\n".join(
+        [
+            "",
+            "Sluice is ready.",
+            f"  Point your chatbot here:  {base}/v1   (OpenAI base_url; any API key)",
+            f"  Admin:                    {base}/admin/stats",
+            f"      Authorization: Bearer {admin_token}{token_note}",
+            f"  Terminal stats:           SLUICE_GATEWAY_ADMIN_TOKEN={admin_token} "
+            f"sluice stats --url {base}",
+            f"  Health / metrics:         {base}/ready  {base}/metrics",
+            "",
+        ]
+    )
+
+
+async def _serve_all(
+    settings: GatewaySettings, backend: subprocess.Popen[bytes], banner: str
+) -> int:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    ready_url = f"http://127.0.0.1:{settings.port}/ready"
+    announced = False
+    async with httpx.AsyncClient() as http:
+        while not serving.done():
+            if backend.poll() is not None:
+                log.error("the backend exited with code %s; stopping", backend.returncode)
+                server.should_exit = True
+                await serving
+                return 1
+            if not announced and server.started:
+                try:
+                    announced = (await http.get(ready_url, timeout=2.0)).status_code == 200
+                except httpx.HTTPError:
+                    announced = False
+                if announced:
+                    print(banner, flush=True)
+            await asyncio.sleep(0.5)
+    await serving
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Backend in a child process, gateway in this one; both stop together."""
+    overrides = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
+    settings = GatewaySettings(**overrides)
+    backend_port = args.backend_port or settings.port + 1
+    settings = settings.model_copy(update={"upstreams": [f"http://127.0.0.1:{backend_port}"]})
+    generated = False
+    if not settings.admin_token:
+        settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(16)})
+        generated = True
+    _setup_logging(settings.log_level)
+    command = [
+        sys.executable, "-m", "gateway.cli", "backend",
+        "--host", "127.0.0.1", "--port", str(backend_port), "--model", args.model,
+    ]  # fmt: skip
+    log.info("starting the backend (model %s) on port %d", args.model, backend_port)
+    backend = subprocess.Popen(command)
+    try:
+        banner = _banner(settings, str(settings.admin_token), generated)
+        return asyncio.run(_serve_all(settings, backend, banner))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        backend.terminate()
+        try:
+            backend.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            backend.kill()
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Prints /admin/stats as tables (or as JSON)."""
+    token = args.admin_token or os.environ.get("SLUICE_GATEWAY_ADMIN_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        reply = httpx.get(args.url.rstrip("/") + "/admin/stats", headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    if reply.status_code != 200:
+        print(f"{reply.status_code}: {reply.text}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(reply.text)
+    else:
+        print(render_stats(reply.json(), window=args.window))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `sluice` argument parser."""
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="gateway + backend + embedded Redis on one machine")
+    serve.add_argument("--model", default="demo", help="demo | bench | HF folder or hub id")
+    serve.add_argument("--backend-port", type=int, default=None, help="default: --port + 1")
+    add_settings_flags(serve, skip=("upstreams",))
+
+    gateway = commands.add_parser("gateway", help="the caching gateway alone")
+    add_settings_flags(gateway)
+
+    commands.add_parser("backend", help="the batching backend alone (see `sluice backend -h`)")
+
+    stats = commands.add_parser("stats", help="print a gateway's /admin/stats as tables")
+    stats.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's base URL")
+    stats.add_argument("--admin-token", help="default: $SLUICE_GATEWAY_ADMIN_TOKEN")
+    stats.add_argument(
+        "--window", choices=("last_minute", "last_hour", "since_start"), default="since_start"
+    )
+    stats.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sluice` command."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["backend"]:
+        from backend.cli import main as backend_main
+
+        backend_main(args_list[1:])
+        return 0
+    args = build_parser().parse_args(args_list)
+    if args.command == "serve":
+        return run_serve(args)
+    if args.command == "gateway":
+        run_gateway(settings_from(args))
+        return 0
+    return run_stats(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

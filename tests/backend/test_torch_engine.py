@@ -200,3 +200,82 @@ def test_chat_template_ends_with_the_generation_prompt(
     rendered = demo_tokenizer.decode(ids)
     assert rendered.startswith("<|bos|><|user|>\nHi there<|eos|>")
     assert rendered.endswith("<|assistant|>\n")
+
+
+class ScriptedAdmit:
+    """Hands out rows on chosen admit calls and records what the engine asked for."""
+
+    def __init__(self, script: dict[int, list[Row]]) -> None:
+        self.script = script
+        self.waiting: list[Row] = []
+        self.calls: list[tuple[int, bool]] = []
+
+    def __call__(self, free: int, idle: bool) -> Sequence[Row]:
+        self.waiting += self.script.pop(len(self.calls), [])
+        self.calls.append((free, idle))
+        if idle and not self.waiting and self.script:
+            return self(free, idle)  # nothing runs: move on to the next scripted arrival
+        given, self.waiting = self.waiting[:free], self.waiting[free:]
+        return given
+
+
+def test_continuous_batching_matches_running_alone(demo_engine: TorchEngine) -> None:
+    def greedy(rid: str, prompt: str, n: int) -> Row:
+        return row(demo_engine, rid, prompt, max_tokens=n, temperature=0, ignore_eos=True)
+
+    specs = [("a", 0, 20), ("b", 1, 6), ("c", 2, 15), ("d", 3, 9), ("e", 4, 12), ("f", 0, 3)]
+    alone = {rid: run(demo_engine, [greedy(rid, PROMPTS[p], n)])[rid] for rid, p, n in specs}
+    rows = {rid: greedy(rid, PROMPTS[p], n) for rid, p, n in specs}
+    admit = ScriptedAdmit(
+        {0: [rows["a"], rows["b"]], 2: [rows["c"]], 5: [rows["d"], rows["e"], rows["f"]]}
+    )
+    outputs: dict[str, list[RowOutput]] = defaultdict(list)
+    live: set[str] = set()
+    peak = 0
+
+    def emit(o: RowOutput) -> None:
+        nonlocal peak
+        live.add(o.request_id)
+        peak = max(peak, len(live))
+        if o.finish_reason is not None:
+            live.discard(o.request_id)
+        outputs[o.request_id].append(o)
+
+    demo_engine.run_continuous(admit, emit, max_rows=3)
+
+    for rid, _, n in specs:
+        assert tokens(outputs[rid]) == tokens(alone[rid])
+        assert text(outputs[rid]) == text(alone[rid])
+        assert outputs[rid][-1].completion_tokens == n
+        assert_one_final(outputs[rid])
+    assert peak <= 3
+    assert all(0 < free <= 3 for free, _ in admit.calls)
+    assert admit.calls[-1] == (3, True), "the run ends when idle and nothing is admitted"
+
+
+def test_a_row_admitted_mid_run_starts_before_the_running_rows_finish(
+    demo_engine: TorchEngine,
+) -> None:
+    long_rows = [
+        row(demo_engine, f"long{i}", PROMPTS[i], max_tokens=30, temperature=0, ignore_eos=True)
+        for i in range(2)
+    ]
+    late = row(demo_engine, "late", PROMPTS[3], max_tokens=4, temperature=0, ignore_eos=True)
+    admit = ScriptedAdmit({0: long_rows, 4: [late]})
+    events: list[tuple[str, str | None]] = []
+    demo_engine.run_continuous(
+        admit, lambda o: events.append((o.request_id, o.finish_reason)), max_rows=8
+    )
+
+    first_late = events.index(("late", None))
+    late_done = events.index(("late", "length"))
+    long_done = min(events.index((r.request_id, "length")) for r in long_rows)
+    assert any(rid.startswith("long") for rid, _ in events[:first_late])
+    assert first_late < late_done < long_done
+    assert admit.calls[4] == (6, False), "newcomers are asked for between decoding steps"
+
+
+def test_admit_may_not_hand_out_more_rows_than_are_free(demo_engine: TorchEngine) -> None:
+    rows = [row(demo_engine, str(i), PROMPTS[i], max_tokens=3, temperature=0) for i in range(3)]
+    with pytest.raises(ValueError, match="slots"):
+        demo_engine.run_continuous(lambda free, idle: rows, lambda o: None, max_rows=2)

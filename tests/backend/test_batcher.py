@@ -1,0 +1,191 @@
+"""The batcher on its own: batch formation, bounds, deadlines, cancellation, failure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from backend.batcher import Batcher, Completion, Generation
+from backend.engines.base import SamplingParams
+from backend.errors import DeadlineExceeded, EngineFailed, QueueFull, ShuttingDown
+from backend.metrics import BackendMetrics
+from tests.backend.fakes import FakeEngine
+
+PARAMS = SamplingParams(max_tokens=3)
+
+
+def submit(batcher: Batcher, rid: str, params: SamplingParams = PARAMS) -> Generation:
+    return batcher.submit([1, 2, 3], params, request_id=rid)
+
+
+async def wait_started(engine: FakeEngine) -> None:
+    assert await asyncio.to_thread(engine.batch_started.wait, 5)
+    engine.batch_started.clear()
+
+
+async def test_size_cap_splits_a_burst() -> None:
+    engine = FakeEngine()
+    async with Batcher(engine, max_batch_size=4, max_wait_ms=50) as batcher:
+        gens = [submit(batcher, f"r{i}") for i in range(10)]
+        results = await asyncio.gather(*(g.collect() for g in gens))
+    assert [len(b) for b in engine.batches] == [4, 4, 2]
+    assert [rid for b in engine.batches for rid in b] == [f"r{i}" for i in range(10)]
+    assert all(r.finish_reason == "length" and r.completion_tokens == 3 for r in results)
+    assert results[0].text == "def"
+
+
+async def test_window_gathers_requests_arriving_within_it() -> None:
+    engine = FakeEngine()
+    async with Batcher(engine, max_batch_size=8, max_wait_ms=150) as batcher:
+        start = time.monotonic()
+        first = submit(batcher, "a")
+        await asyncio.sleep(0.03)
+        second = submit(batcher, "b")
+        await first.collect()
+        waited = time.monotonic() - start
+        await second.collect()
+        await asyncio.sleep(0.2)
+        third = submit(batcher, "c")
+        await third.collect()
+    assert engine.batches == [["a", "b"], ["c"]]
+    assert waited >= 0.15
+
+
+async def test_zero_window_runs_a_lone_request_at_once() -> None:
+    engine = FakeEngine()
+    async with Batcher(engine, max_batch_size=8, max_wait_ms=0) as batcher:
+        start = time.monotonic()
+        await submit(batcher, "a").collect()
+        assert time.monotonic() - start < 0.1
+
+
+async def test_arrivals_during_a_running_batch_wait_for_the_next() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    async with Batcher(engine, max_batch_size=8, max_wait_ms=0) as batcher:
+        a = submit(batcher, "a")
+        await wait_started(engine)
+        b, c = submit(batcher, "b"), submit(batcher, "c")
+        assert batcher.queue_depth == 2
+        engine.hold.set()
+        await asyncio.gather(a.collect(), b.collect(), c.collect())
+    assert engine.batches == [["a"], ["b", "c"]]
+
+
+async def test_full_queue_rejects_at_once() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    metrics = BackendMetrics()
+    async with Batcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=2, metrics=metrics) as b:
+        running = submit(b, "run")
+        await wait_started(engine)
+        queued = [submit(b, "q1"), submit(b, "q2")]
+        with pytest.raises(QueueFull) as info:
+            submit(b, "q3")
+        assert info.value.status_code == 429
+        assert info.value.headers["Retry-After"] == "1"
+        engine.hold.set()
+        await asyncio.gather(running.collect(), *(g.collect() for g in queued))
+    assert metrics.requests.labels(outcome="rejected")._value.get() == 1
+    assert metrics.requests.labels(outcome="ok")._value.get() == 3
+
+
+async def test_deadline_expires_queued_and_running_requests() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    async with Batcher(engine, max_batch_size=1, max_wait_ms=0, timeout_s=0.2) as batcher:
+        running = submit(batcher, "run")
+        await wait_started(engine)
+        queued = submit(batcher, "queued")
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await queued.collect()
+        assert 0.1 < time.monotonic() - start < 1.0
+        assert batcher.queue_depth == 0
+        with pytest.raises(DeadlineExceeded) as info:
+            await running.collect()
+        assert info.value.status_code == 504
+        assert engine.rows["run"].cancelled()
+        engine.hold.set()
+    assert "queued" not in engine.rows
+
+
+async def test_cancel_removes_a_queued_request_and_stops_a_running_row() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    engine.hold.clear()
+    async with Batcher(engine, max_batch_size=1, max_wait_ms=0) as batcher:
+        running = submit(batcher, "run", SamplingParams(max_tokens=10_000))
+        await wait_started(engine)
+        queued = submit(batcher, "queued")
+        queued.cancel()
+        assert batcher.queue_depth == 0
+        engine.hold.set()
+        first = await anext(running)
+        assert first.finish_reason is None
+        running.cancel()
+        assert engine.rows["run"].cancelled()
+        for _ in range(200):
+            if "run" in engine.seen_cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert "run" in engine.seen_cancelled
+    assert engine.batches == [["run"]]
+
+
+async def test_engine_failure_reaches_every_request_and_the_loop_goes_on() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    engine.fail_next = RuntimeError("boom")
+    async with Batcher(engine, max_batch_size=4, max_wait_ms=20) as batcher:
+        gens = [submit(batcher, f"r{i}") for i in range(3)]
+        engine.hold.set()
+        results = await asyncio.gather(*(g.collect() for g in gens), return_exceptions=True)
+        assert all(isinstance(r, EngineFailed) and "boom" in str(r) for r in results)
+        after = await submit(batcher, "after").collect()
+    assert isinstance(after, Completion) and after.finish_reason == "length"
+
+
+async def test_drain_finishes_queued_and_running_then_refuses() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    batcher = Batcher(engine, max_batch_size=1, max_wait_ms=0, drain_timeout_s=5)
+    await batcher.__aenter__()
+    gens = [submit(batcher, f"r{i}") for i in range(3)]
+    await wait_started(engine)
+    exiting = asyncio.create_task(batcher.__aexit__(None, None, None))
+    await asyncio.sleep(0.02)
+    with pytest.raises(ShuttingDown) as info:
+        submit(batcher, "late")
+    assert info.value.status_code == 503
+    engine.hold.set()
+    results = await asyncio.gather(*(g.collect() for g in gens))
+    await exiting
+    assert [r.finish_reason for r in results] == ["length"] * 3
+    assert engine.batches == [["r0"], ["r1"], ["r2"]]
+
+
+async def test_drain_timeout_fails_what_is_left() -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    batcher = Batcher(engine, max_batch_size=1, max_wait_ms=0, drain_timeout_s=0.2)
+    await batcher.__aenter__()
+    gens = [submit(batcher, f"r{i}") for i in range(2)]
+    await wait_started(engine)
+    # The engine thread only returns after the drain gave up on it.
+    asyncio.get_running_loop().call_later(0.4, engine.hold.set)
+    await batcher.__aexit__(None, None, None)
+    results = await asyncio.gather(*(g.collect() for g in gens), return_exceptions=True)
+    assert all(isinstance(r, ShuttingDown) for r in results)
+    assert engine.rows["r0"].cancelled()
+
+
+async def test_submit_outside_the_context_is_an_error() -> None:
+    batcher = Batcher(FakeEngine())
+    with pytest.raises(RuntimeError, match="not running"):
+        submit(batcher, "x")
+    async with batcher:
+        pass
+    with pytest.raises(RuntimeError, match="cannot be reopened"):
+        await batcher.__aenter__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ class TorchEngine:
         self._device = next(model.parameters()).device
         self._max_len = max_model_len or _context_length(model.config, tokenizer)
         self._eos_ids = _eos_ids(model, tokenizer)
+        # Computing logits for the last prompt position only saves a vocab-wide matmul per token.
+        self._last_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else min(self._eos_ids, default=0))
 
@@ -187,14 +190,14 @@ class TorchEngine:
             mask[i, width - len(prompt) :] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = self._new_cache()
+        extra = {"logits_to_keep": 1} if self._last_logits_only else {}
         out = self._model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            past_key_values=self._new_cache(),
             use_cache=True,
-            logits_to_keep=1,
+            **extra,
         )
         batch = _Batch(states=states, cache=out.past_key_values, mask=mask, last=ids[:, -1])
         return self._advance(batch, out.logits[:, -1, :], emit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,35 @@ def test_admit_may_not_hand_out_more_rows_than_are_free(demo_engine: TorchEngine
     rows = [row(demo_engine, str(i), PROMPTS[i], max_tokens=3, temperature=0) for i in range(3)]
     with pytest.raises(ValueError, match="slots"):
         demo_engine.run_continuous(lambda free, idle: rows, lambda o: None, max_rows=2)
+
+
+def test_finished_rows_leave_the_batch_and_its_padding(
+    demo_model_dir: Path, demo_tokenizer: Any
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(demo_model_dir)
+    engine = TorchEngine(model=model, tokenizer=demo_tokenizer, model_name="demo")
+    shapes: list[tuple[int, int]] = []
+
+    def record(module: object, args: object, kwargs: dict[str, Any]) -> None:
+        shapes.append((kwargs["input_ids"].shape[0], kwargs["attention_mask"].shape[1]))
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    long_prompt = row(engine, "long", PROMPTS[1], max_tokens=2, temperature=0, ignore_eos=True)
+    short = row(engine, "short", PROMPTS[2], max_tokens=6, temperature=0, ignore_eos=True)
+    run(engine, [long_prompt, short])
+
+    n_long, n_short = len(long_prompt.prompt_token_ids), len(short.prompt_token_ids)
+    assert shapes[:2] == [(2, n_long), (2, n_long + 1)]
+    # Once the long row is done, the short row runs alone on its own positions only.
+    assert shapes[2:] == [(1, n_short + k) for k in range(2, 6)]
+
+
+def test_a_tiny_top_p_keeps_only_the_greedy_choice(demo_engine: TorchEngine) -> None:
+    greedy = row(demo_engine, "g", PROMPTS[0], max_tokens=12, temperature=0, ignore_eos=True)
+    narrow = row(
+        demo_engine, "n", PROMPTS[0], max_tokens=12, temperature=1.5, top_p=1e-6, ignore_eos=True
+    )
+    outputs = run(demo_engine, [greedy, narrow])
+    assert tokens(outputs["n"]) == tokens(outputs["g"])

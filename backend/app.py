@@ -28,7 +28,7 @@ from backend.errors import (
     ModelNotFound,
     NotFound,
 )
-from backend.loading import load_engine
+from backend.loading import close_engine, load_engine
 from backend.metrics import CONTENT_TYPE, BackendMetrics
 from backend.protocol import (
     ChatCompletionRequest,
@@ -310,13 +310,9 @@ def create_app(
     """Builds the backend app; without an engine, loads the configured model first."""
     settings = settings if settings is not None else BackendSettings()
     loaded: Engine
+    owns_engine = engine is None
     if engine is None:
-        loaded = load_engine(
-            model=settings.model,
-            engine=settings.engine,
-            device=settings.device,
-            dtype=settings.dtype,
-        )
+        loaded = load_engine(settings)
         model_name = settings.served_model_name or settings.model
     else:
         loaded = engine
@@ -326,7 +322,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with Batcher(
+        batcher = Batcher(
             loaded,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
@@ -335,17 +331,22 @@ def create_app(
             drain_timeout_s=settings.drain_timeout_s,
             batching=settings.batching,
             metrics=app_metrics,
-        ) as batcher:
-            yield {
-                "service": Service(
-                    engine=loaded,
-                    batcher=batcher,
-                    metrics=app_metrics,
-                    model_name=model_name,
-                    model_aliases=aliases,
-                    created=now(),
-                )
-            }
+        )
+        try:
+            async with batcher:
+                yield {
+                    "service": Service(
+                        engine=loaded,
+                        batcher=batcher,
+                        metrics=app_metrics,
+                        model_name=model_name,
+                        model_aliases=aliases,
+                        created=now(),
+                    )
+                }
+        finally:
+            if owns_engine:
+                await asyncio.to_thread(close_engine, loaded)
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         BackendError: _on_backend_error,

@@ -6,30 +6,43 @@ import logging
 import time
 
 from backend.engines.base import Engine
-from backend.settings import DeviceName, DTypeName, EngineName
+from backend.settings import BackendSettings
 
 log = logging.getLogger("sluice.backend")
 
 
-def load_engine(
-    *,
-    model: str,
-    engine: EngineName = "torch",
-    device: DeviceName = "auto",
-    dtype: DTypeName = "auto",
-) -> Engine:
-    """Loads the model with the chosen engine, logging what it loads and how long it took."""
+def load_engine(settings: BackendSettings) -> Engine:
+    """Loads the model with the configured engine, logging what it loads and how long it took."""
     started = time.perf_counter()
     log.info(
-        "loading model %r with the %s engine (device=%s, dtype=%s)", model, engine, device, dtype
+        "loading model %r with the %s engine (device=%s, dtype=%s)",
+        settings.model,
+        settings.engine,
+        settings.device,
+        settings.dtype,
     )
     loaded: Engine
-    if engine == "torch":
+    if settings.engine == "torch":
         from backend.engines.torch_engine import TorchEngine
 
-        loaded = TorchEngine.load(model, device=device, dtype=dtype)
+        loaded = TorchEngine.load(
+            settings.model,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+        )
     else:
-        raise ValueError(f"engine {engine!r} is not available in this build")
+        from backend.engines.vllm_engine import VllmEngine
+
+        loaded = VllmEngine.load(
+            settings.model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            cpu_kvcache_space_gib=settings.cpu_kvcache_space_gib,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            max_num_seqs=settings.max_batch_size,
+        )
     log.info(
         "model %r loaded in %.1f s (context %d tokens)",
         loaded.model_name,
@@ -37,3 +50,10 @@ def load_engine(
         loaded.max_model_len,
     )
     return loaded
+
+
+def close_engine(engine: Engine) -> None:
+    """Releases an engine that holds resources beyond memory (vLLM's engine process)."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

@@ -53,6 +53,18 @@ class BackendSettings(BaseSettings):
     )
     device: DeviceName = Field(default="auto", description="Where the model runs.")
     dtype: DTypeName = Field(default="auto", description="Weight and activation dtype.")
+    max_model_len: int | None = Field(
+        default=None, ge=1, description="Context length; default: the model's own."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="vLLM: fraction of GPU memory it may use."
+    )
+    cpu_kvcache_space_gib: float | None = Field(
+        default=None, gt=0, description="vLLM on CPU: KV cache size in GiB; default: vLLM's."
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="vLLM: GPUs one model is split across."
+    )
     drain_timeout_s: float = Field(
         default=30, ge=0, description="At shutdown, time for queued and running work to finish."
     )

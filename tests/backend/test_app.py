@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from backend.app import create_app
-from backend.settings import BackendSettings
+from backend.settings import BackendSettings, BatchingName
 from tests.backend.fakes import FakeEngine
 
 
@@ -373,3 +373,32 @@ async def test_graceful_drain_finishes_work_and_refuses_new() -> None:
     assert health.status_code == 503
     assert [r.status_code for r in done] == [200, 200]
     assert [r.json()["choices"][0]["text"] for r in done] == ["bc"] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_demo_model_greedy_batched_equals_alone(batching: BatchingName) -> None:
+    app = create_app(
+        BackendSettings(
+            model="demo", device="cpu", max_batch_size=8, max_wait_ms=300, batching=batching
+        )
+    )
+    prompts = ["Hello", "The quick brown fox jumps over", "a", "Caches answer questions. Why?"]
+
+    def body(prompt: str) -> dict[str, Any]:
+        return {"prompt": prompt, "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        alone = [(await client.post("/v1/completions", json=body(p))).json() for p in prompts]
+        together = await asyncio.gather(
+            *(client.post("/v1/completions", json=body(p)) for p in prompts)
+        )
+        text = (await client.get("/metrics")).text
+    assert [r.json()["choices"][0]["text"] for r in together] == [
+        a["choices"][0]["text"] for a in alone
+    ]
+    assert all(a["usage"]["completion_tokens"] == 12 for a in alone)
+    if batching == "window":
+        # Four single-request batches, then one batch of four.
+        assert metric(text, "sluice_backend_batch_size_count") == 5
+        assert metric(text, "sluice_backend_batch_size_sum") == 8

@@ -58,7 +58,11 @@ class SentenceTransformerEncoder:
 
         self.model_path = model_path or default_model_path()
         self._model = SentenceTransformer(self.model_path, device=device)
-        dim = self._model.get_sentence_embedding_dimension()
+        # Renamed in sentence-transformers 5.x; older releases only have the long name.
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:
+            get_dim = self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             raise ConfigError(f"model at {self.model_path} does not report its dimension")
         self._dim = int(dim)

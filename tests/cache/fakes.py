@@ -1,0 +1,52 @@
+"""Small deterministic stand-ins for the embedding model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from cache.embedder import Matrix, Vector
+
+DIM = 64
+
+
+def bag_of_words(text: str, dim: int = DIM) -> Vector:
+    """Same words, same vector: reordering a question keeps similarity 1."""
+    v = np.zeros(dim, dtype=np.float32)
+    for word in re.findall(r"\w+", text.lower()):
+        v[int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 1.0
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+class FakeEmbedder:
+    """An Embedder whose similarity is word overlap."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def embed(self, text: str) -> Vector:
+        self.calls += 1
+        return bag_of_words(text)
+
+
+class CountingEncoder:
+    """An Encoder that records each batch it is given and can be held shut by an event."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        self.gate.wait(5)
+        self.batches.append(list(texts))
+        return np.stack([bag_of_words(t) for t in texts])

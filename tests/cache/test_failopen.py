@@ -1,0 +1,146 @@
+"""Fail-open against a real redis-server that is stopped, slowed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cache.redis_client import connect_redis
+from cache.response_cache import ResponseCache
+from tests.cache.conftest import answer, chat
+from tests.cache.fakes import FakeEmbedder
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server on a spare port, without persistence."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    srv = RedisServer(_free_port())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+async def test_outage_gives_misses_one_warning_and_recovery(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=0.5)
+    body = chat("what time is it in Tokyo")
+    async with ResponseCache(
+        client,
+        embedder=FakeEmbedder(),
+        op_timeout_s=0.2,
+        probe_interval_s=0.05,
+        sync_interval_s=0.05,
+        similarity_threshold=0.9,
+    ) as cache:
+        assert await cache.store("ns", "chat", body, answer("x")) is not None
+        assert await cache.lookup("ns", "chat", body) is not None
+
+        server.stop()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sluice.cache"):
+            for _ in range(5):
+                assert await cache.lookup("ns", "chat", body) is None
+                assert await cache.store("ns", "chat", chat("other"), answer("y")) is None
+                await cache.record("ns", "m", "miss", latency_ms=1.0)
+                await asyncio.sleep(0.06)
+            assert await cache.entries() == []
+            assert await cache.invalidate(namespace="ns") == 0
+            assert (await cache.stats())["redis_available"] is False
+            assert await cache.ping() is False
+        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warnings) == 1
+
+        server.start()  # a fresh, empty server on the same port
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sluice.cache"):
+            deadline = time.monotonic() + 3
+            stored = None
+            while stored is None and time.monotonic() < deadline:
+                stored = await cache.store("ns", "chat", body, answer("again"))
+                await asyncio.sleep(0.05)
+            assert stored is not None
+            hit = await cache.lookup("ns", "chat", body)
+            assert hit is not None and hit.response["choices"][0]["message"]["content"] == "again"
+        assert any("back" in r.getMessage() for r in caplog.records)
+    await client.aclose()
+
+
+async def test_slow_redis_is_a_miss_within_the_timeout(server: RedisServer) -> None:
+    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    body = chat("slow question")
+    async with ResponseCache(client, embedder=None, op_timeout_s=0.05) as cache:
+        await cache.store("ns", "chat", body, answer("x"))
+        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        assert await cache.lookup("ns", "chat", body) is None
+        assert time.perf_counter() - started < 0.2
+        await sleeper
+        deadline = time.monotonic() + 3
+        hit = None
+        while hit is None and time.monotonic() < deadline:
+            hit = await cache.lookup("ns", "chat", body)
+            await asyncio.sleep(0.05)
+        assert hit is not None
+    await client.aclose()
+    await other.aclose()

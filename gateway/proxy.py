@@ -159,7 +159,8 @@ def _answer(
         events = replay(answer, call.endpoint, include_usage=call.include_usage)
         response = Response(b"".join(events), media_type=SSE, headers=headers)
     else:
-        response = Response(json.dumps(answer).encode(), media_type=JSON, headers=headers)
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        response = Response(body, media_type=JSON, headers=headers)
     call.finish(outcome, 200, answer=answer, coalesced=coalesced)
     return response
 

@@ -61,7 +61,9 @@ class GatewaySettings(BaseSettings):
         default="sluice", description="Prefix of every Redis key (deployments sharing a Redis)."
     )
     redis_timeout_s: float = Field(
-        default=0.05, description="Time limit of one Redis operation on the request path."
+        default=0.25,
+        description="Time limit of one Redis operation on the request path; past it the cache "
+        "counts as down for a moment and requests go upstream.",
     )
     cache_timeout_s: float = Field(
         default=2.0, description="Longest wait for a cache lookup before going upstream."

@@ -1,0 +1,439 @@
+"""Gateway benchmark: cache-hit serving, miss overhead, and a Zipf workload with paraphrases.
+
+Starts a backend (built-in demo model) and gateways (one uvicorn worker each) as processes on
+loopback, against the Redis at REDIS_URL (database 12, keys under a unique prefix, removed at
+the end), and drives them with a minimal keep-alive HTTP/1.1 client so that the figures
+measure the gateway rather than a client library.
+
+    .venv/bin/python -m bench.gateway            # full run, writes docs/BENCHMARKS.md
+    .venv/bin/python -m bench.gateway --quick    # short check, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+
+from bench.report import write_section
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = 12
+ADMIN = "bench-admin"
+
+
+# ---------------------------------------------------------------- a small keep-alive client
+
+
+class RawHTTP:
+    """One keep-alive HTTP/1.1 connection; costs a few microseconds per request."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawHTTP:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        assert self.reader is not None and self.writer is not None
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n{extra}\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                fields[name.strip().lower()] = value.strip()
+        if "content-length" in fields:
+            data = await self.reader.readexactly(int(fields["content-length"]))
+        else:
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                parts.append(await self.reader.readexactly(size + 2))
+                if size == 0:
+                    break
+            data = b"".join(p[:-2] for p in parts)
+        return status, fields, data
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, path: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+@dataclass
+class Services:
+    backend: str
+    gateway: str
+    gateway_exact_only: str
+    prefix: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def services(model: str, log_path: str) -> Iterator[Services]:
+    """Backend + a gateway with the full cache + a gateway with the exact cache only."""
+    redis_url = f"{REDIS_URL.rstrip('/')}/{REDIS_DB}"
+    prefix = f"sluice-bench-{uuid.uuid4().hex[:8]}"
+    ports = [_free_port() for _ in range(3)]
+    backend_url = f"http://127.0.0.1:{ports[0]}"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the processes
+    run = [sys.executable, "-m", "gateway.cli"]
+    procs = [
+        subprocess.Popen(
+            [*run, "backend", "--port", str(ports[0]), "--model", model, "--log-level", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    common = ["--upstreams", backend_url, "--redis-url", redis_url, "--admin-token", ADMIN,
+              "--log-level", "warning"]  # fmt: skip
+    procs.append(subprocess.Popen(
+        [*run, "gateway", "--port", str(ports[1]), "--cache-key-prefix", prefix, *common],
+        stdout=log, stderr=subprocess.STDOUT,
+    ))  # fmt: skip
+    procs.append(subprocess.Popen(
+        [*run, "gateway", "--port", str(ports[2]), "--cache-key-prefix", prefix + "-x",
+         "--no-semantic", *common],
+        stdout=log, stderr=subprocess.STDOUT,
+    ))  # fmt: skip
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        _wait(urls[0], "/health", procs[0])
+        _wait(urls[1], "/ready", procs[1])
+        _wait(urls[2], "/ready", procs[2])
+        yield Services(urls[0], urls[1], urls[2], prefix, procs)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        store = redis.Redis.from_url(redis_url)
+        for key in store.scan_iter(match=f"{prefix}*", count=1000):
+            store.delete(key)
+        store.close()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _chat(model: str, text: str, max_tokens: int) -> bytes:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+    return json.dumps(body).encode()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------- 1. cache-hit serving
+
+
+async def _hit_run(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, float]:
+    host, port = _host_port(url)
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(index: int) -> None:
+        async with RawHTTP(host, port) as http:
+            n = index
+            while time.perf_counter() < stop_at:
+                body = bodies[n % len(bodies)]
+                n += clients
+                started = time.perf_counter()
+                status, headers, _ = await http.post("/v1/chat/completions", body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                outcomes[headers.get("x-cache", "?") if status == 200 else str(status)] += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - began
+    return {
+        "hit_share": outcomes["hit"] / max(1, len(latencies)),
+        "clients": clients,
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50": _pct(latencies, 0.5),
+        "p99": _pct(latencies, 0.99),
+    }
+
+
+async def hit_serving(svc: Services, model: str, seconds: float) -> list[dict[str, float]]:
+    """Primes 64 answers, then serves only exact hits at 1 and 32 concurrent clients."""
+    bodies = [
+        _chat(model, f"Benchmark question number {i}: what is a sluice?", 4) for i in range(64)
+    ]
+    host, port = _host_port(svc.gateway)
+    async with RawHTTP(host, port) as http:
+        for body in bodies:
+            await http.post("/v1/chat/completions", body)
+        for _ in range(100):  # stores land just after the answers
+            _, headers, _ = await http.post("/v1/chat/completions", bodies[-1])
+            if headers.get("x-cache") == "hit":
+                break
+            await asyncio.sleep(0.05)
+    await _hit_run(svc.gateway, bodies, 4, min(1.0, seconds))  # warm-up
+    return [await _hit_run(svc.gateway, bodies, c, seconds) for c in (1, 32)]
+
+
+# ---------------------------------------------------------------- 2. miss overhead
+
+
+async def miss_overhead(svc: Services, model: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Unique questions, one at a time, alternating: backend direct, gateway (full cache),
+    gateway (exact cache only), gateway bypass (no-cache, no-store: proxy only)."""
+    targets = {
+        "backend direct": (svc.backend, {}),
+        "gateway miss (exact + semantic lookup)": (svc.gateway, {}),
+        "gateway miss (exact lookup only)": (svc.gateway_exact_only, {}),
+        "gateway bypass (proxy only)": (svc.gateway, {"cache-control": "no-cache, no-store"}),
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in targets}
+    clients = {name: RawHTTP(*_host_port(url)) for name, (url, _) in targets.items()}
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients.values():
+            await stack.enter_async_context(client)
+        for i in range(rounds + 3):
+            for name, (_, headers) in targets.items():
+                body = _chat(model, f"Unique miss {uuid.uuid4().hex} round {i}", 1)
+                started = time.perf_counter()
+                status, _, _ = await clients[name].post("/v1/chat/completions", body, headers)
+                elapsed = (time.perf_counter() - started) * 1000
+                if status != 200:
+                    raise RuntimeError(f"{name}: {status}")
+                if i >= 3:  # the first rounds warm connections and caches
+                    latencies[name].append(elapsed)
+                await asyncio.sleep(0.02)  # lets background stores finish between requests
+    direct = statistics.median(latencies["backend direct"])
+    return {
+        name: {
+            "p50": statistics.median(values),
+            "p99": _pct(values, 0.99),
+            "overhead_p50": statistics.median(values) - direct,
+        }
+        for name, values in latencies.items()
+    }
+
+
+# ---------------------------------------------------------------- 3. Zipf workload
+
+TASKS = [
+    "reset my password", "change my shipping address", "cancel my order", "track my package",
+    "return a damaged laptop", "update my credit card", "delete my account",
+    "change the email on my account", "apply a discount code", "get an invoice for my order",
+    "contact customer support", "upgrade my warranty", "pair my wireless headphones",
+    "turn on two-factor authentication", "unsubscribe from the newsletter",
+    "change my delivery date", "exchange a phone for a different color", "check my order status",
+    "add a gift message to my order", "find my order number", "download my receipts",
+    "report a missing package", "change my username", "set up automatic payments",
+    "redeem a gift card", "cancel my subscription", "reactivate my account",
+    "update my phone number", "change the language of the website", "request a refund",
+    "find the nearest store", "book a repair appointment", "extend my return window",
+    "split a payment between two cards", "change my billing address", "install the mobile app",
+    "transfer my warranty", "recycle my old laptop", "order a replacement charger",
+    "get a price match", "join the loyalty program", "check my loyalty points",
+    "pick up an order in store", "change my password", "add a second user to my account",
+    "reset my router", "update the firmware on my TV", "connect my printer to wifi",
+    "speed up my old laptop", "back up my phone",
+]  # fmt: skip
+
+FORMS = [
+    "How do I {t}?",
+    "how can i {t}",
+    "What is the way to {t}?",
+    "Can you tell me how to {t}?",
+]
+
+
+async def zipf_workload(
+    svc: Services, model: str, requests: int, concurrency: int, *, seed: int = 7
+) -> dict[str, Any]:
+    """Zipf(1.0)-distributed support questions, each asked in one of four phrasings."""
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) for rank in range(len(TASKS))]
+    plan = [
+        (task, rng.randrange(len(FORMS)))
+        for task in rng.choices(range(len(TASKS)), weights=weights, k=requests)
+    ]
+    before = _backend_requests(svc.backend)
+    outcomes: Counter[str] = Counter()
+    host, port = _host_port(svc.gateway)
+    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        async with RawHTTP(host, port) as http:
+            while not queue.empty():
+                task, form = queue.get_nowait()
+                text = FORMS[form].format(t=TASKS[task])
+                status, headers, _ = await http.post("/v1/chat/completions", _chat(model, text, 16))
+                outcomes[headers.get("x-cache", "?") if status == 200 else str(status)] += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    reached = _backend_requests(svc.backend) - before
+    return {
+        "requests": requests,
+        "seconds": elapsed,
+        "outcomes": dict(outcomes),
+        "backend_requests": reached,
+        "never_reached": 1 - reached / requests,
+        "exact_ceiling": 1 - len(set(plan)) / requests,
+        "meaning_ceiling": 1 - len({t for t, _ in plan}) / requests,
+    }
+
+
+def _backend_requests(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if re.match(r"sluice_backend_requests_total(\{|\s)", line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ---------------------------------------------------------------- report
+
+
+def render(hits: list[dict[str, float]], misses: dict[str, dict[str, float]],
+           zipf: dict[str, Any], model: str) -> str:  # fmt: skip
+    lines = [
+        "**Cache-hit serving** (exact hits only, one uvicorn worker, keep-alive HTTP/1.1 "
+        "clients in the same process; targets: p50 < 2 ms at 1 client, > 1,500 req/s at 32)",
+        "",
+        "| clients | requests | answered as exact hits | req/s | p50 ms | p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in hits:
+        lines.append(
+            f"| {row['clients']:.0f} | {row['requests']:.0f} | {row['hit_share']:.1%} | "
+            f"{row['rps']:,.0f} | "
+            f"{row['p50']:.2f} | {row['p99']:.2f} |"
+        )
+    lines += [
+        "",
+        f"**Miss overhead** (unique questions one at a time, backend `{model}` preset with "
+        "max_tokens=1; overhead = p50 minus the backend's own p50; target < 3 ms)",
+        "",
+        "| path | p50 ms | p99 ms | overhead p50 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in misses.items():
+        lines.append(
+            f"| {name} | {row['p50']:.2f} | {row['p99']:.2f} | {row['overhead_p50']:+.2f} |"
+        )
+    out = zipf["outcomes"]
+    lines += [
+        "",
+        f"**Mixed workload**: {zipf['requests']} support questions drawn Zipf(1.0) from "
+        f"{len(TASKS)} tasks, each asked in one of {len(FORMS)} phrasings, 8 concurrent clients, "
+        f"{zipf['seconds']:.1f} s.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| exact hits / semantic hits / misses | {out.get('hit', 0)} / "
+        f"{out.get('semantic', 0)} / {out.get('miss', 0)} |",
+        f"| requests that reached the backend | {zipf['backend_requests']:.0f} |",
+        f"| **share that never reached the backend** | **{zipf['never_reached']:.1%}** |",
+        f"| ceiling for an exact-only cache (repeats of the same wording) | "
+        f"{zipf['exact_ceiling']:.1%} |",
+        f"| ceiling for a perfect meaning match (repeats of the same task) | "
+        f"{zipf['meaning_ceiling']:.1%} |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run; does not write docs")
+    parser.add_argument("--model", default="demo", help="backend model preset or path")
+    args = parser.parse_args(argv)
+    seconds, rounds, requests = (2.0, 15, 200) if args.quick else (8.0, 60, 1000)
+    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
+        log_path = log.name
+    try:
+        with services(args.model, log_path) as svc:
+            hits = asyncio.run(hit_serving(svc, args.model, seconds))
+            misses = asyncio.run(miss_overhead(svc, args.model, rounds))
+            zipf = asyncio.run(zipf_workload(svc, args.model, requests, 8))
+    except Exception:
+        with open(log_path) as log_file:
+            print(log_file.read()[-3000:], file=sys.stderr)
+        raise
+    markdown = render(hits, misses, zipf, args.model)
+    print(markdown)
+    print(f"\nReproduce: .venv/bin/python -m bench.gateway{' --quick' if args.quick else ''}")
+    if not args.quick:
+        write_section("gateway", markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

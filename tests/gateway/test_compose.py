@@ -1,0 +1,81 @@
+"""compose.yaml and the Dockerfiles agree with the settings the services actually read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from backend.settings import BackendSettings
+from gateway.settings import GatewaySettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in service.get("environment", {}).items()}
+
+
+def _settings_env(cls: type[Any], prefix: str) -> set[str]:
+    return {prefix + name.upper() for name in cls.model_fields}
+
+
+def test_services_healthchecks_and_order() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"redis", "backend", "gateway"}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"], name
+    assert services["gateway"]["depends_on"] == {
+        "redis": {"condition": "service_healthy"},
+        "backend": {"condition": "service_healthy"},
+    }
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
+    assert "hf-cache" in _compose()["volumes"] and "redis-data" in _compose()["volumes"]
+    devices = services["backend"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_environment_names_are_settings_fields() -> None:
+    services = _compose()["services"]
+    gateway_env, backend_env = _env(services["gateway"]), _env(services["backend"])
+    known_gateway = _settings_env(GatewaySettings, "SLUICE_GATEWAY_") | {"REDIS_URL"}
+    assert {k for k in gateway_env if k.startswith("SLUICE_") or k == "REDIS_URL"} <= known_gateway
+    known_backend = _settings_env(BackendSettings, "SLUICE_BACKEND_")
+    assert {k for k in backend_env if k.startswith("SLUICE_")} <= known_backend
+    assert "SLUICE_BACKEND_MODEL" in backend_env
+
+
+def test_ports_line_up() -> None:
+    services = _compose()["services"]
+    gateway_env, backend_env = _env(services["gateway"]), _env(services["backend"])
+    gateway_port = gateway_env["SLUICE_GATEWAY_PORT"]
+    assert f"{gateway_port}:{gateway_port}" in services["gateway"]["ports"]
+    assert gateway_port == str(GatewaySettings.model_fields["port"].default)
+    assert f":{gateway_port}/ready" in " ".join(services["gateway"]["healthcheck"]["test"])
+    backend_port = backend_env["SLUICE_BACKEND_PORT"]
+    upstream = urlsplit(gateway_env["SLUICE_GATEWAY_UPSTREAMS"])
+    assert (upstream.hostname, str(upstream.port)) == ("backend", backend_port)
+    assert f":{backend_port}/health" in " ".join(services["backend"]["healthcheck"]["test"])
+    assert urlsplit(gateway_env["REDIS_URL"]).hostname == "redis"
+    # The environment actually parses into the settings classes.
+    assert GatewaySettings(**{"upstreams": gateway_env["SLUICE_GATEWAY_UPSTREAMS"]}).upstreams == [
+        "http://backend:8001"
+    ]
+    assert BackendSettings(port=int(backend_port)).port == int(backend_port)
+
+
+def test_dockerfiles_exist_and_run_the_sluice_command() -> None:
+    for name, service in _compose()["services"].items():
+        if "build" not in service:
+            continue
+        dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+        text = dockerfile.read_text()
+        assert f'CMD ["sluice", "{name}"]' in text
+        assert "EXPOSE" in text

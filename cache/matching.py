@@ -10,7 +10,8 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 
-Guard = Callable[[str, str], "bool | Awaitable[bool]"]
+# Called as guard(cached_question, new_question), plus `similarity=` when it accepts that.
+Guard = Callable[..., "bool | Awaitable[bool]"]
 
 # Used only when no tuned default is installed (see cache/semantic_defaults.py or cache/guard.py).
 FALLBACK_SIMILARITY_THRESHOLD = 0.9
@@ -49,9 +50,29 @@ def default_similarity_threshold() -> float:
     return FALLBACK_SIMILARITY_THRESHOLD
 
 
-async def guard_allows(guard: Guard, cached_question: str, new_question: str) -> bool:
-    """Calls a sync or async guard."""
-    verdict = guard(cached_question, new_question)
+def takes_similarity(guard: Guard) -> bool:
+    """Whether the guard wants the candidate's cosine similarity as `similarity=`."""
+    try:
+        parameters = inspect.signature(guard).parameters
+    except (TypeError, ValueError):
+        return False
+    return "similarity" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+async def guard_allows(
+    guard: Guard,
+    cached_question: str,
+    new_question: str,
+    *,
+    similarity: float | None = None,
+) -> bool:
+    """Calls a sync or async guard, with the similarity when it takes one."""
+    if similarity is not None:
+        verdict = guard(cached_question, new_question, similarity=similarity)
+    else:
+        verdict = guard(cached_question, new_question)
     if inspect.isawaitable(verdict):
         verdict = await verdict
     return bool(verdict)

@@ -25,7 +25,13 @@ from cache.entries import EntryStore, IndexRow, NewEntry, split_id
 from cache.errors import ConfigError
 from cache.failopen import OUTAGE_ERRORS, FailOpen
 from cache.keys import exact_key, model_of, namespace_hash
-from cache.matching import Guard, default_guard, default_similarity_threshold, guard_allows
+from cache.matching import (
+    Guard,
+    default_guard,
+    default_similarity_threshold,
+    guard_allows,
+    takes_similarity,
+)
 from cache.redis_client import RedisClient, connect_redis
 from cache.scope import semantic_query
 from cache.stats import StatsStore
@@ -121,6 +127,7 @@ class ResponseCache:
         )
         self.semantic_enabled = semantic_enabled and embedder is not None
         self.guard = guard or default_guard()
+        self._guard_takes_similarity = takes_similarity(self.guard)
         self.max_candidates = max_candidates
         self.embed_timeout_s = embed_timeout_s
         self.admin_timeout_s = admin_timeout_s
@@ -212,7 +219,10 @@ class ResponseCache:
             if candidate is None:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue
-            if await guard_allows(self.guard, candidate.question, query.question):
+            similarity = neighbour.similarity if self._guard_takes_similarity else None
+            if await guard_allows(
+                self.guard, candidate.question, query.question, similarity=similarity
+            ):
                 self._in_background(self.entries_store.touch(candidate.entry_id), "hit count")
                 return CacheHit(
                     kind="semantic",

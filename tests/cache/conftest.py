@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cache.embedder import SentenceTransformerEncoder
+from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
 from tests.cache.fakes import FakeEmbedder
@@ -57,6 +58,7 @@ async def make_cache(redis: RedisClient, prefix: str) -> AsyncIterator[CacheFact
 
     async def make(**kwargs: Any) -> ResponseCache:
         kwargs.setdefault("embedder", FakeEmbedder())
+        kwargs.setdefault("guard", allow_all)  # the guard has tests of its own
         kwargs.setdefault("key_prefix", prefix)
         kwargs.setdefault("sync_interval_s", 0.05)
         kwargs.setdefault("op_timeout_s", 1.0)

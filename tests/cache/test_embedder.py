@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cache.embedder import MicroBatchEmbedder, SentenceTransformerEncoder
+from cache.matching import allow_all, default_guard
 from cache.response_cache import ResponseCache
 from tests.cache.conftest import answer, chat
 from tests.cache.fakes import CountingEncoder, bag_of_words
@@ -69,13 +70,15 @@ def test_real_model_paraphrase_is_closer_than_unrelated(
 
 
 @pytest.mark.slow
-async def test_semantic_hit_with_real_embeddings(st_encoder: SentenceTransformerEncoder) -> None:
-    async with ResponseCache(
-        None, embedder=MicroBatchEmbedder(st_encoder), similarity_threshold=0.8
-    ) as cache:
-        await cache.store(
-            "ns", "chat", chat("How do I reset my password?"), answer("Click 'Forgot'")
-        )
+async def test_semantic_lookup_with_real_embeddings_and_installed_guard(
+    st_encoder: SentenceTransformerEncoder,
+) -> None:
+    if default_guard() is allow_all:
+        pytest.skip("no guard installed (cache/guard.py)")
+    async with ResponseCache(None, embedder=MicroBatchEmbedder(st_encoder)) as cache:
+        await cache.store("ns", "chat", chat("How do I reset my password?"), answer("Forgot"))
+        await cache.store("ns", "chat", chat("Cheap flights to Paris in May"), answer("Paris"))
         hit = await cache.lookup("ns", "chat", chat("how do i reset my password"))
         assert hit is not None and hit.kind == "semantic" and hit.similarity is not None
+        assert await cache.lookup("ns", "chat", chat("Cheap flights to Lyon in May")) is None
         assert await cache.lookup("ns", "chat", chat("What is the weather in Oslo?")) is None

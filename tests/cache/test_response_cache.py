@@ -107,7 +107,7 @@ async def test_guard_can_veto_a_semantic_match(make_cache: CacheFactory) -> None
 
 
 async def test_ttl_expiry(make_cache: CacheFactory) -> None:
-    cache = await make_cache(similarity_threshold=0.5)
+    cache = await make_cache(similarity_threshold=0.9)
     body = chat("short lived question")
     await cache.store("ns", "chat", body, answer("A"), ttl_s=1)
     await cache.store("ns", "chat", chat("long lived question"), answer("B"))

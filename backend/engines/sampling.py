@@ -9,10 +9,18 @@ import torch
 
 from backend.engines.base import SamplingParams
 
+# Below this temperature, dividing the logits would overflow: such rows are greedy (as in vLLM).
+GREEDY_BELOW = 1e-5
+
+
+def is_greedy(params: SamplingParams) -> bool:
+    """Whether the row always takes the most likely token."""
+    return params.temperature < GREEDY_BELOW
+
 
 def row_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
     """A row's own random stream, so seeded output does not depend on its batch mates."""
-    if params.temperature == 0:
+    if is_greedy(params):
         return None
     seed = params.seed if params.seed is not None else secrets.randbits(63)
     return torch.Generator(device=device).manual_seed(seed)
@@ -26,7 +34,7 @@ def sample(
     """Chooses one token per row from `logits` [rows, vocab] (float32)."""
     chosen = torch.argmax(logits, dim=-1).tolist()
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature > 0:
+        if not is_greedy(p):
             chosen[i] = _sample_row(logits[i], p, gen)
     return [int(t) for t in chosen]
 

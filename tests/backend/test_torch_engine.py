@@ -305,10 +305,12 @@ def test_finished_rows_leave_the_batch_and_its_padding(
     assert shapes[2:] == [(1, n_short + k) for k in range(2, 6)]
 
 
-def test_a_tiny_top_p_keeps_only_the_greedy_choice(demo_engine: TorchEngine) -> None:
+def test_a_tiny_top_p_or_temperature_keeps_only_the_greedy_choice(demo_engine: TorchEngine) -> None:
     greedy = row(demo_engine, "g", PROMPTS[0], max_tokens=12, temperature=0, ignore_eos=True)
     narrow = row(
         demo_engine, "n", PROMPTS[0], max_tokens=12, temperature=1.5, top_p=1e-6, ignore_eos=True
     )
-    outputs = run(demo_engine, [greedy, narrow])
+    cold = row(demo_engine, "c", PROMPTS[0], max_tokens=12, temperature=1e-7, ignore_eos=True)
+    outputs = run(demo_engine, [greedy, narrow, cold])
     assert tokens(outputs["n"]) == tokens(outputs["g"])
+    assert tokens(outputs["c"]) == tokens(outputs["g"])

@@ -1,0 +1,371 @@
+"""The semantic cache's guard: rejects a near neighbour that would need a different answer.
+
+Embedding similarity cannot tell "flights to Paris" from "flights to Lyon": near misses score
+higher than true paraphrases. After the nearest-neighbour search the cache asks this guard,
+which compares what carries the answer in the two questions (numbers and units, negation,
+names and code tokens, opposite words, times, roles around "to"/"from", and any content word
+that one question has and the other lacks) and says no when they differ.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from cache import guard_lexicon as lex
+from cache.guard_text import Number, Reading, is_known_word, read_question, stem
+from cache.semantic_defaults import DEFAULT_REWORDED_MIN_SIMILARITY
+
+__all__ = ["GuardVerdict", "guard_allows", "guard_check"]
+
+_DROPPABLE_STEMS = MappingProxyType(
+    {
+        form: name
+        for name, words in lex.DROPPABLE_CLASSES.items()
+        for w in words
+        for form in (w, stem(w))
+    }
+)
+
+
+def _opposites() -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for x, y in lex.ANTONYM_PAIRS:
+        x, y = lex.SYNONYMS.get(x, x) or x, lex.SYNONYMS.get(y, y) or y
+        out.setdefault(x, set()).add(y)
+        out.setdefault(y, set()).add(x)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+_OPPOSITES = MappingProxyType(_opposites())
+_INFINITIVE_LEADS = frozenset(
+    {"how", "want", "need", "like", "try", "trying", "able", "going", "have", "has", "order"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """Whether a cached answer may be served for the new question, and why not."""
+
+    allowed: bool
+    reason: str | None = None
+    # True when the questions differ only by rewording, so similarity decided.
+    reworded: bool = False
+
+
+def guard_allows(
+    cached_question: str,
+    new_question: str,
+    *,
+    similarity: float | None = None,
+    reworded_min_similarity: float = DEFAULT_REWORDED_MIN_SIMILARITY,
+) -> bool:
+    """True when the cached answer may serve the new question."""
+    return guard_check(
+        cached_question,
+        new_question,
+        similarity=similarity,
+        reworded_min_similarity=reworded_min_similarity,
+    ).allowed
+
+
+def guard_check(
+    cached_question: str,
+    new_question: str,
+    *,
+    similarity: float | None = None,
+    reworded_min_similarity: float = DEFAULT_REWORDED_MIN_SIMILARITY,
+) -> GuardVerdict:
+    """Runs every rule; the first one that finds an answer-changing difference rejects.
+
+    `similarity` (the cosine the cache measured) lets a reworded question through when it
+    is at least `reworded_min_similarity`; without it rewordings are rejected.
+    """
+    a, b = _read(cached_question), _read(new_question)
+    for rule in _RULES:
+        reason = rule(a, b)
+        if reason is not None:
+            return GuardVerdict(allowed=False, reason=reason)
+    diff = _difference(a, b)
+    if diff is None:
+        return GuardVerdict(allowed=True)
+    if isinstance(diff, str):
+        return GuardVerdict(allowed=False, reason=diff)
+    words = f"{_fmt(diff.only_cached)} vs {_fmt(diff.only_new)}"
+    if not diff.reworded:
+        return GuardVerdict(allowed=False, reason=f"words differ: {words}")
+    if similarity is not None and similarity >= reworded_min_similarity:
+        return GuardVerdict(allowed=True, reason=f"reworded ({words})", reworded=True)
+    return GuardVerdict(
+        allowed=False,
+        reason=f"reworded ({words}), similarity below {reworded_min_similarity:.2f}",
+        reworded=True,
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _read(text: str) -> Reading:
+    # Cached questions are read again on every lookup that lands near them.
+    return read_question(text)
+
+
+def _fmt(items: Iterable[object]) -> str:
+    return ", ".join(sorted(str(i) for i in items)) or "-"
+
+
+def _number_str(n: Number) -> str:
+    return f"{n.value}{n.unit}" if n.unit else n.value
+
+
+def _numbers(a: Reading, b: Reading) -> str | None:
+    left = list(b.numbers)
+    unmatched_a: list[Number] = []
+    order_b: list[int] = []
+    for n in a.numbers:
+        for j, m in enumerate(left):
+            if m.value == n.value and (m.unit == n.unit or not m.unit or not n.unit):
+                order_b.append(b.numbers.index(m))
+                del left[j]
+                break
+        else:
+            unmatched_a.append(n)
+    if unmatched_a or left:
+        return (
+            f"numbers differ: {_fmt(map(_number_str, unmatched_a))}"
+            f" vs {_fmt(map(_number_str, left))}"
+        )
+    if order_b != sorted(order_b) and len({n.value for n in a.numbers}) > 1:
+        return "numbers in a different order"
+    return None
+
+
+def _negation(a: Reading, b: Reading) -> str | None:
+    if a.negations != b.negations:
+        return f"negation differs ({a.negations} vs {b.negations})"
+    return None
+
+
+def _has(word: str, r: Reading) -> bool:
+    return word in r.lookup or stem(word) in r.lookup
+
+
+def _antonyms(a: Reading, b: Reading) -> str | None:
+    wa, wb = set(a.words), set(b.words)
+    only_b = wb - wa
+    for p in sorted(wa - wb):
+        for q in _OPPOSITES.get(p, ()):
+            if q in only_b:
+                return f"opposites: {p} vs {q}"
+    return None
+
+
+def _focus(a: Reading, b: Reading) -> str | None:
+    fa = set(a.words) & lex.FOCUS_WORDS
+    fb = set(b.words) & lex.FOCUS_WORDS
+    if fa and fb and not fa & fb:
+        return f"asks {_fmt(fa)} vs {_fmt(fb)}"
+    return None
+
+
+def _times(a: Reading, b: Reading) -> str | None:
+    ta = {w for w in a.words if w in lex.TIME_WORDS}
+    tb = {w for w in b.words if w in lex.TIME_WORDS}
+    if ta != tb and (ta or tb):
+        return f"time differs: {_fmt(ta)} vs {_fmt(tb)}"
+    return None
+
+
+def _comparatives(a: Reading, b: Reading) -> str | None:
+    ca = {w for w in a.words if w in lex.COMPARATIVES}
+    cb = {w for w in b.words if w in lex.COMPARATIVES}
+    if ca != cb:
+        return f"comparison differs: {_fmt(ca)} vs {_fmt(cb)}"
+    return None
+
+
+def _sides(r: Reading, i: int, width: int = 3) -> tuple[set[str], set[str]]:
+    """Content words (and numbers) just before and just after position i."""
+
+    def pick(ws: Iterable[str]) -> set[str]:
+        out: list[str] = []
+        for w in ws:
+            if w in lex.ROLE_CONNECTORS or len(out) >= width:
+                break
+            if w not in lex.STOPWORDS and w not in lex.DROPPABLE:
+                out.append(stem(w))
+        return set(out)
+
+    return pick(reversed(r.words[:i])), pick(r.words[i + 1 :])
+
+
+def _is_connector(r: Reading, i: int) -> bool:
+    w = r.words[i]
+    if w not in lex.ROLE_CONNECTORS or w in lex.SYMMETRIC_CONNECTORS:
+        return False
+    # "how to X", "want to X": an infinitive, not a direction.
+    return not (w == "to" and i > 0 and r.words[i - 1] in _INFINITIVE_LEADS)
+
+
+def _roles(a: Reading, b: Reading) -> str | None:
+    for i, w in enumerate(a.words):
+        if not _is_connector(a, i):
+            continue
+        la, ra = _sides(a, i)
+        for j, v in enumerate(b.words):
+            if v != w or not _is_connector(b, j):
+                continue
+            lb, rb = _sides(b, j)
+            if la & rb and ra & lb and (la & rb) != (ra & lb):
+                return f"roles swapped around '{w}': {_fmt(la & rb)} / {_fmt(ra & lb)}"
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _osa(s: str, t: str) -> int:
+    """Edit distance with adjacent transpositions (typos: 'pasword', 'passwrod')."""
+    prev2: list[int] = []
+    prev = list(range(len(t) + 1))
+    for i, cs in enumerate(s, 1):
+        cur = [i] + [0] * len(t)
+        for j, ct in enumerate(t, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cs != ct))
+            if i > 1 and j > 1 and cs == t[j - 2] and s[i - 2] == ct:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def _typo_of(word: str, candidates: Iterable[str]) -> bool:
+    """True when word and a candidate are one edit apart and one of them is no real word."""
+    if len(word) < 4 or not word.isalpha():
+        return False
+    for c in candidates:
+        if not (len(c) >= 4 and abs(len(c) - len(word)) <= 1 and c != word and c.isalpha()):
+            continue
+        if c[0] != word[0] and c[1] != word[1]:
+            continue
+        if (not is_known_word(word) or not is_known_word(c)) and _osa(word, c) <= 1:
+            return True
+    return False
+
+
+def _drop_class(word: str) -> str | None:
+    """The droppable class of a (possibly stemmed) word, if it may be left out."""
+    return _DROPPABLE_STEMS.get(word) or _DROPPABLE_STEMS.get(stem(word))
+
+
+def _joined(word: str, other: Reading) -> bool:
+    """True when word is two adjacent words of the other question run together."""
+    return word in other.joined
+
+
+def _matched(word: str, other: Reading) -> bool:
+    if _has(word, other) or _joined(word, other):
+        return True
+    if "-" in word and all(_has(p, other) for p in word.split("-") if p):
+        return True
+    if "." in word and all(_has(p, other) for p in word.split(".") if p):
+        return True
+    return _typo_of(word, other.content) or _typo_of(word, other.words)
+
+
+def _split_droppable(words: Iterable[str]) -> tuple[list[str], set[str]]:
+    """Words that matter, and the classes of the droppable ones."""
+    keep: list[str] = []
+    classes: set[str] = set()
+    for w in words:
+        c = _drop_class(w)
+        if c is None:
+            keep.append(w)
+        elif c in lex.DISTINCT_CLASSES:
+            classes.add(c)
+    return keep, classes
+
+
+def _entities(a: Reading, b: Reading) -> str | None:
+    ua, ca = _split_droppable(e for e in a.entities if not _matched(e, b))
+    ub, cb = _split_droppable(e for e in b.entities if not _matched(e, a))
+    if ua or ub or ca & cb:
+        return f"names differ: {_fmt(ua)} vs {_fmt(ub)}"
+    return None
+
+
+def _run_together(r: Reading, other: Reading) -> frozenset[str]:
+    """Stems of r's adjacent word pairs that the other question writes as one word."""
+    out: set[str] = set()
+    ws = r.words
+    for i in range(len(ws) - 1):
+        x = ws[i]
+        y = ws[i + 2] if ws[i + 1] == "and" and i + 2 < len(ws) else ws[i + 1]
+        if x + y in other.lookup or stem(x + y) in other.lookup:
+            out.update((stem(x), stem(y)))
+    return frozenset(out)
+
+
+def _unmatched(r: Reading, other: Reading) -> list[str]:
+    covered = _run_together(r, other)
+    return [w for w in dict.fromkeys(r.content) if w not in covered and not _matched(w, other)]
+
+
+def _runs(r: Reading, other: Reading) -> tuple[list[str], int]:
+    """Words of r the other question lacks, and in how many separate places they sit.
+
+    Droppable words are transparent: they neither count nor split a run.
+    """
+    missing: list[str] = []
+    runs = 0
+    in_run = False
+    covered = _run_together(r, other)
+    for w in r.content:
+        if _drop_class(w) is not None:
+            continue
+        if w in covered or _matched(w, other):
+            in_run = False
+            continue
+        if w not in missing:
+            missing.append(w)
+        if not in_run:
+            runs += 1
+            in_run = True
+    return missing, runs
+
+
+@dataclass(frozen=True, slots=True)
+class _Difference:
+    """The content words only one question has, and whether they amount to a rewording."""
+
+    only_cached: list[str]
+    only_new: list[str]
+    reworded: bool
+
+
+def _difference(a: Reading, b: Reading) -> _Difference | str | None:
+    """None when the content matches; a reason when a droppable word of a distinct class
+    (brand, language, small talk) was swapped; else the difference."""
+    _, ca = _split_droppable(_unmatched(a, b))
+    _, cb = _split_droppable(_unmatched(b, a))
+    if ca & cb:
+        return f"small talk, brand or language differs ({_fmt(ca & cb)})"
+    ua, runs_a = _runs(a, b)
+    ub, runs_b = _runs(b, a)
+    if not ua and not ub:
+        return None
+    # One slot changed (a swapped word or phrase, or words added in one place) is how a
+    # question is turned into a different one. Changes scattered over several places on
+    # both sides, with words on each side, are how people reword the same question.
+    reworded = bool(ua and ub) and len(ua) + len(ub) >= 3 and max(runs_a, runs_b) >= 2
+    return _Difference(only_cached=ua, only_new=ub, reworded=reworded)
+
+
+_RULES: tuple[Callable[[Reading, Reading], str | None], ...] = (
+    _numbers,
+    _negation,
+    _antonyms,
+    _focus,
+    _times,
+    _comparatives,
+    _roles,
+    _entities,
+)

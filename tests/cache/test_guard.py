@@ -1,0 +1,178 @@
+"""The semantic guard: rejects near misses by kind, lets rewordings through, and with the
+default threshold keeps precision >= 0.99 on the development set."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cache.guard import GuardVerdict, guard_allows, guard_check
+from cache.semantic_defaults import DEFAULT_REWORDED_MIN_SIMILARITY, DEFAULT_SIMILARITY_THRESHOLD
+
+# Pairs written for these tests (none from the development set): the cached question first.
+NEAR_MISSES = {
+    "numbers and units": [
+        ("How far is 10 km in steps?", "How far is 10 miles in steps?"),
+        ("Is the 13-inch MacBook Pro in stock?", "Is the 16-inch MacBook Pro in stock?"),
+        ("Can I return it after 14 days?", "Can I return it after 45 days?"),
+        ("What's the status of order #55120?", "What's the status of order #55102?"),
+        ("Does it ship with 8GB of RAM?", "Does it ship with 16GB of RAM?"),
+        ("Does Quillon 1.4 support websockets?", "Does Quillon 1.5 support websockets?"),
+        ("Is shipping free over $35?", "Is shipping free over $75?"),
+        ("Can I buy three at once?", "Can I buy five at once?"),
+    ],
+    "negation": [
+        ("Can I cancel after it ships?", "Can't I cancel after it ships?"),
+        ("The update worked", "The update didn't work"),
+        ("Why does my login work?", "Why does my login not work?"),
+        ("Is the charger included?", "Is the charger never included?"),
+    ],
+    "entities": [
+        ("Do you deliver to Norway?", "Do you deliver to Sweden?"),
+        ("How do I install Quillon on Fedora?", "How do I install Quillon on macOS?"),
+        ("Can I pay with Klarna?", "Can I pay with Venmo?"),
+        ("Is the Galaxy S23 waterproof?", "Is the Galaxy S25 waterproof?"),
+        ("Does the Switch Lite play cartridges?", "Does the Switch OLED play cartridges?"),
+        ("How do I connect Quillon to MySQL?", "How do I connect Quillon to SQLite?"),
+    ],
+    "direction and opposites": [
+        ("How do I enable caching in Quillon?", "How do I disable caching in Quillon?"),
+        ("How do I import users from a file?", "How do I export users to a file?"),
+        ("How do I lock my account?", "How do I unlock my account?"),
+        ("How do I zoom in on the page?", "How do I zoom out on the page?"),
+        ("How do I encode a URL in Python?", "How do I decode a URL in Python?"),
+        ("How do I sort names in ascending order?", "How do I sort names in descending order?"),
+        ("How do I upload an avatar?", "How do I download an avatar?"),
+    ],
+    "time": [
+        ("Can I pick it up before noon?", "Can I pick it up after noon?"),
+        ("Is support open on Monday?", "Is support open on Friday?"),
+        ("Will it arrive tomorrow?", "Will it arrive today?"),
+        ("Do you deliver in the morning?", "Do you deliver in the evening?"),
+    ],
+    "code tokens and HTTP": [
+        ("How do I define a PUT route in Quillon?", "How do I define a PATCH route in Quillon?"),
+        ("What does `quillon build` do?", "What does `quillon shell` do?"),
+        ("How do I use json.dumps?", "How do I use json.loads?"),
+        ("Where does `app_config` live?", "Where does `app_routes` live?"),
+    ],
+    "roles": [
+        ("How do I convert bytes to a string?", "How do I convert a string to bytes?"),
+        (
+            "How do I copy files from the server to my laptop?",
+            "How do I copy files from my laptop to the server?",
+        ),
+    ],
+    "swapped word": [
+        ("How do I rename a table in Quillon?", "How do I truncate a table in Quillon?"),
+        ("Is the keyboard backlit?", "Is the keyboard wireless?"),
+        ("How do I get the keys of a dict?", "How do I get the items of a dict?"),
+        ("hello", "goodbye"),
+        ("Does it come in black?", "Does it come in silver?"),
+    ],
+    "added qualifier": [
+        ("Is the Pixel 9 in stock?", "Is the Pixel 9 Pro in stock?"),
+        ("How do I list the tables?", "How do I list the empty tables?"),
+    ],
+}
+
+PARAPHRASES = [
+    ("How do I reset my password?", "how do i reset my pasword pls"),
+    ("What is your return policy?", "whats ur return policy??"),
+    ("DO YOU SHIP TO IRELAND", "Do you ship to Ireland?"),
+    ("How do I convert a string to an integer in Python?", "python convert str to int"),
+    ("Can I change my delivery address?", "is it possible to change my shipping address"),
+    ("thanks!", "thank you"),
+    ("hi", "hey"),
+    ("Where is my order?", "wheres my order"),
+    ("Is the Sony WH-1000XM5 in stock?", "is the sony wh1000xm5 in stock"),
+    ("How do I turn on dark mode?", "how do i enable dark mode"),
+    ("Do you sell gift cards?", "Do u sell giftcards?"),
+    ("I can't log in to my account", "I cannot log into my account"),
+    ("How do I get the current date and time in Python?", "python current datetime"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        pytest.param(a, b, id=f"{kind}: {b}")
+        for kind, pairs in NEAR_MISSES.items()
+        for a, b in pairs
+    ],
+)
+def test_near_misses_are_rejected(cached: str, new: str) -> None:
+    verdict = guard_check(cached, new, similarity=0.99)
+    assert not verdict.allowed
+    assert verdict.reason
+    assert not guard_check(new, cached, similarity=0.99).allowed, "the guard is symmetric"
+
+
+@pytest.mark.parametrize(("cached", "new"), PARAPHRASES, ids=[b for _, b in PARAPHRASES])
+def test_paraphrases_with_typos_casing_and_shorthand_are_allowed(cached: str, new: str) -> None:
+    assert guard_check(cached, new) == GuardVerdict(allowed=True)
+    assert guard_allows(cached, new)
+
+
+def test_rewordings_need_the_similarity_bar() -> None:
+    cached = "How do I return JSON from a handler?"
+    new = "what's the way to send a json response in my app's handlers?"
+    verdict = guard_check(cached, new)
+    assert verdict.reworded and not verdict.allowed
+    assert not guard_allows(cached, new, similarity=DEFAULT_REWORDED_MIN_SIMILARITY - 0.01)
+    assert guard_allows(cached, new, similarity=DEFAULT_REWORDED_MIN_SIMILARITY)
+
+
+def test_a_reason_names_what_differs() -> None:
+    reason = guard_check("Do you ship to Peru?", "Do you ship to Chile?").reason or ""
+    assert "peru" in reason and "chile" in reason
+    assert "numbers" in (guard_check("5 km run", "5 miles run").reason or "")
+
+
+def test_guard_is_fast() -> None:
+    pairs = [p for group in NEAR_MISSES.values() for p in group] + PARAPHRASES
+    pairs = [(f"{a} ({i})", f"{b} ({i})") for i in range(5) for a, b in pairs]  # unseen text
+    start = time.perf_counter()
+    for a, b in pairs:
+        guard_check(a, b)
+    per_pair = (time.perf_counter() - start) / len(pairs)
+    assert per_pair < 0.001, f"{per_pair * 1e6:.0f} µs per pair"
+
+
+DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "semantic_dev_pairs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def dev() -> object:
+    if not DEV_SET.exists():
+        pytest.skip(f"development set not found at {DEV_SET}")
+    from bench.semantic_eval import cosines, load_pairs, score
+
+    pairs = load_pairs(DEV_SET)
+    return score(pairs, cosines(pairs))
+
+
+@pytest.mark.slow
+def test_default_threshold_keeps_precision_on_the_dev_set(dev: object) -> None:
+    from bench.semantic_eval import Scored, accepted, prf
+
+    assert isinstance(dev, Scored)
+    alone = prf(dev, accepted(dev, "alone", DEFAULT_SIMILARITY_THRESHOLD))
+    guarded = prf(
+        dev, accepted(dev, "tiered", DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_REWORDED_MIN_SIMILARITY)
+    )
+    assert alone[0] < 0.5, "the threshold alone cannot do it"
+    assert guarded[0] >= 0.99
+    assert guarded[1] > 0.3
+
+
+@pytest.mark.slow
+def test_defaults_are_what_the_benchmark_selects(dev: object) -> None:
+    from bench.semantic_eval import Scored, select_defaults
+
+    assert isinstance(dev, Scored)
+    chosen = select_defaults(dev)
+    assert chosen.threshold == pytest.approx(DEFAULT_SIMILARITY_THRESHOLD)
+    assert chosen.reworded_min_similarity == pytest.approx(DEFAULT_REWORDED_MIN_SIMILARITY)

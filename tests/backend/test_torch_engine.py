@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -314,3 +315,30 @@ def test_a_tiny_top_p_or_temperature_keeps_only_the_greedy_choice(demo_engine: T
     outputs = run(demo_engine, [greedy, narrow, cold])
     assert tokens(outputs["n"]) == tokens(outputs["g"])
     assert tokens(outputs["c"]) == tokens(outputs["g"])
+
+
+def test_continuous_mode_frees_a_cancelled_row_for_a_waiting_one(
+    demo_engine: TorchEngine,
+) -> None:
+    gone = threading.Event()
+    leaver = row(demo_engine, "leaver", PROMPTS[0], max_tokens=40, temperature=0, ignore_eos=True)
+    leaver.cancelled = gone.is_set
+    stayer = row(demo_engine, "stayer", PROMPTS[1], max_tokens=12, temperature=0, ignore_eos=True)
+    waiter = row(demo_engine, "waiter", PROMPTS[2], max_tokens=3, temperature=0, ignore_eos=True)
+    admit = ScriptedAdmit({0: [leaver, stayer], 1: [waiter]})
+    events: list[RowOutput] = []
+
+    def emit(o: RowOutput) -> None:
+        events.append(o)
+        if o.request_id == "leaver" and o.completion_tokens >= 3:
+            gone.set()
+
+    demo_engine.run_continuous(admit, emit, max_rows=2)
+
+    finals = {o.request_id: o for o in events if o.finish_reason is not None}
+    assert finals["leaver"].finish_reason == "stop"
+    assert finals["leaver"].completion_tokens < 40
+    assert finals["stayer"].completion_tokens == 12
+    assert finals["waiter"].completion_tokens == 3
+    order = [o.request_id for o in events if o.finish_reason is not None]
+    assert order.index("leaver") < order.index("waiter") < order.index("stayer")

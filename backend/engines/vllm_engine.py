@@ -124,20 +124,20 @@ class VllmEngine:
             options["kv_cache_memory_bytes"] = int(cpu_kvcache_space_gib * 2**30)
         args = AsyncEngineArgs(**options)
         logger.info("starting vLLM on %s (%s, dtype=%s)", path, current_platform.device_name, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
         loop = LoopThread()
-
-        async def start() -> AsyncLLM:
-            return AsyncLLM.from_engine_args(args)
-
         try:
-            llm = loop.run(start())
+            # No local names the engine: a stray frame reference must not keep vLLM alive.
+            return cls(
+                llm=loop.run(_start(AsyncLLM, args)),
+                loop=loop,
+                tokenizer=tokenizer,
+                model_name=model,
+                max_num_seqs=max_num_seqs,
+            )
         except BaseException:
             loop.close()
             raise
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(
-            llm=llm, loop=loop, tokenizer=tokenizer, model_name=model, max_num_seqs=max_num_seqs
-        )
 
     @property
     def model_name(self) -> str:
@@ -202,6 +202,14 @@ class VllmEngine:
             # Admission follows vLLM's steps: every step emits, which wakes this loop.
             stepped.wait(_ADMIT_TICK_S)
             stepped.clear()
+
+    def unfinished_requests(self) -> int:
+        """How many requests vLLM is still working on (aborted ones leave at once)."""
+
+        async def count() -> int:
+            return int(self._llm.get_num_unfinished_requests())
+
+        return self._loop.run(count())
 
     def close(self) -> None:
         """Shuts vLLM's engine process down and stops the private loop."""
@@ -288,6 +296,11 @@ class VllmEngine:
                 if not task.done() and row.cancelled():
                     self._watched.pop(task, None)
                     task.cancel()
+
+
+async def _start(factory: type[AsyncLLM], args: Any) -> AsyncLLM:
+    """Creates the AsyncLLM on the private loop, where its output handler will run."""
+    return factory.from_engine_args(args)
 
 
 def to_vllm_params(params: SamplingParams) -> Any:

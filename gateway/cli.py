@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import types
@@ -134,6 +135,10 @@ async def _serve_all(
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Backend in a child process, gateway in this one; both stop together."""
     overrides = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
@@ -150,11 +155,14 @@ def run_serve(args: argparse.Namespace) -> int:
         "--host", "127.0.0.1", "--port", str(backend_port), "--model", args.model,
     ]  # fmt: skip
     log.info("starting the backend (model %s) on port %d", args.model, backend_port)
+    # uvicorn re-raises SIGTERM once it has shut down; as an exception, it still lets the
+    # `finally` below stop the backend instead of killing this process on the spot.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     backend = subprocess.Popen(command)
     try:
         banner = _banner(settings, str(settings.admin_token), generated)
         return asyncio.run(_serve_all(settings, backend, banner))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         return 0
     finally:
         backend.terminate()

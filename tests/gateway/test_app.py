@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -320,3 +321,17 @@ async def test_health_ready_metrics_models(stack: Stack) -> None:
         assert missing.status_code == 404 and "error" in missing.json()
     models = await _client(stack).models.list()
     assert [m.id for m in models.data] == ["fake"]
+
+
+async def test_prompts_and_answers_stay_out_of_logs_unless_asked(
+    make_stack: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with make_stack() as stack:
+        await _chat(_client(stack), "my secret question")
+    assert caplog.records, "the gateway logs each request at debug level"
+    assert "secret" not in caplog.text
+    caplog.clear()
+    async with make_stack(log_bodies=True) as stack:
+        await _chat(_client(stack), "my secret question")
+    assert "my secret question" in caplog.text

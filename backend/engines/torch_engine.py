@@ -75,9 +75,18 @@ class TorchEngine:
         dtype: DType = "auto",
         cache_dir: Path | None = None,
         max_model_len: int | None = None,
+        threads: int | None = None,
     ) -> TorchEngine:
-        """Loads a model folder or hub id; "demo" and "bench" build the built-in model first."""
+        """Loads a model folder or hub id; "demo" and "bench" build the built-in model first.
+
+        threads: torch's intra-op thread count for this process (None leaves torch's default).
+        On a CPU shared with other busy processes, fewer threads than cores avoids OpenMP
+        threads spinning while they wait for each other (or set OMP_WAIT_POLICY=PASSIVE).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads is not None:
+            torch.set_num_threads(threads)
 
         path = str(ensure_demo_model(model, cache_dir)) if model in PRESETS else model  # type: ignore[arg-type]
         dev = torch.device(_pick_device(device))

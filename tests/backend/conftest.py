@@ -24,7 +24,8 @@ def demo_model_dir(demo_cache_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_engine(demo_cache_dir: Path, demo_model_dir: Path) -> TorchEngine:
-    return TorchEngine.load("demo", cache_dir=demo_cache_dir)
+    # One thread: the test machine's cores are shared, and spinning OpenMP threads crawl there.
+    return TorchEngine.load("demo", cache_dir=demo_cache_dir, threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ def eos_prone_engine(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     embed[EOS_ID] *= 4.0
     weights["model.embed_tokens.weight"] = embed
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    return TorchEngine.load(str(folder))
+    return TorchEngine.load(str(folder), threads=1)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ class UpstreamControl:
     delay_s: float = 0.0
     fail_status: int | None = None
     truncate: bool = False
+    crash: bool = False
+    chunk_delay_s: float = 0.0
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -77,9 +79,11 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
                 part = {"index": 0, "delta": {"content": piece}} if chat else {"text": piece}
                 choice = {"index": 0, **part, "finish_reason": None}
                 yield _event({**base, "object": obj, "choices": [choice]})
-                await asyncio.sleep(0)
+                await asyncio.sleep(control.chunk_delay_s)
                 if control.truncate and position == 1:
                     return
+                if control.crash and position == 1:
+                    raise RuntimeError("upstream crashed mid-stream")
             last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
             yield _event({**base, "object": obj, "choices": [{**last, "finish_reason": "stop"}]})
             if (body.get("stream_options") or {}).get("include_usage"):

@@ -335,3 +335,68 @@ async def test_prompts_and_answers_stay_out_of_logs_unless_asked(
     async with make_stack(log_bodies=True) as stack:
         await _chat(_client(stack), "my secret question")
     assert "my secret question" in caplog.text
+
+
+async def test_upstream_crash_mid_stream_is_an_error_event_and_not_stored(stack: Stack) -> None:
+    stack.upstream.crash = True
+    stream = await _client(stack).chat.completions.create(**_ask("p q r s", stream=True))
+    with pytest.raises(openai.APIError, match="broke off"):
+        _ = [chunk async for chunk in stream]
+    stack.upstream.crash = False
+    await _settled(stack)
+    assert stack.cache.exact == {}
+    assert (await _chat(_client(stack), "p q r s"))[0] == "miss"
+
+
+async def test_client_leaving_mid_stream_stores_nothing(stack: Stack) -> None:
+    stack.upstream.chunk_delay_s = 0.1
+    async with httpx.AsyncClient() as http:
+        request = _ask("one two three four five", stream=True)
+        async with http.stream("POST", stack.url + "/v1/chat/completions", json=request) as reply:
+            async for _ in reply.aiter_bytes():
+                break  # first chunk only, then hang up
+    await asyncio.sleep(0.3)
+    await _settled(stack)
+    assert stack.cache.exact == {}
+    stack.upstream.chunk_delay_s = 0.0
+    assert (await _chat(_client(stack), "one two three four five"))[0] == "miss"
+
+
+async def test_upstream_that_stops_answering_is_504(make_stack: Any) -> None:
+    async with make_stack(upstream_timeout_s=0.2) as stack:
+        stack.upstream.delay_s = 1.0
+        with pytest.raises(openai.APIStatusError) as caught:
+            await _chat(_client(stack), "slow")
+        assert caught.value.status_code == 504
+
+
+async def test_real_cache_with_redis_unreachable_fails_soft(make_stack: Any) -> None:
+    """The real ResponseCache on a Redis port nobody listens on: every request still works."""
+    from cache.redis_client import connect_redis
+    from cache.response_cache import ResponseCache
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from tests.gateway.fakes import UpstreamControl, fake_upstream, free_port, serving
+
+    control = UpstreamControl()
+    redis = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    async with (
+        ResponseCache(redis, embedder=None, semantic_enabled=False) as cache,
+        serving(fake_upstream(control)) as upstream_url,
+    ):
+        settings = GatewaySettings(upstreams=[upstream_url], admin_token="a")
+        async with serving(create_app(settings, cache=cache)) as url:
+            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+            for _ in range(3):
+                raw = await client.chat.completions.with_raw_response.create(**_ask("down"))
+                assert raw.headers["x-cache"] == "miss"
+                assert raw.parse().choices[0].message.content == "echo: down"
+            stream = await client.chat.completions.create(**_ask("down", stream=True))
+            assert [c async for c in stream]
+            async with httpx.AsyncClient() as http:
+                ready = await http.get(url + "/ready")
+                stats = await http.get(url + "/admin/stats", headers={"authorization": "Bearer a"})
+            assert ready.status_code == 503 and ready.json()["redis"] is False
+            assert stats.status_code == 200
+            assert stats.json()["gateway"]["since_start"]["overall"]["misses"] == 4
+    await redis.aclose()

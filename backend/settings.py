@@ -60,7 +60,9 @@ class BackendSettings(BaseSettings):
         default=0.9, gt=0, le=1, description="vLLM: fraction of GPU memory it may use."
     )
     cpu_kvcache_space_gib: float | None = Field(
-        default=None, gt=0, description="vLLM on CPU: KV cache size in GiB; default: vLLM's."
+        default=None,
+        gt=0,
+        description="vLLM on CPU: KV cache GiB; default: VLLM_CPU_KVCACHE_SPACE, else 2.",
     )
     tensor_parallel_size: int = Field(
         default=1, ge=1, description="vLLM: GPUs one model is split across."

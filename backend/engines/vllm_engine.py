@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 _CANCEL_POLL_S = 0.02
 # In continuous mode, the longest a newcomer waits for admission while rows are decoding.
 _ADMIT_TICK_S = 0.005
+# KV cache on CPU when neither the setting nor VLLM_CPU_KVCACHE_SPACE gives one.
+DEFAULT_CPU_KVCACHE_GIB = 2.0
+_KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 # Head sizes vLLM's CPU attention kernels implement (vllm/v1/attention/backends/cpu_attn.py).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
@@ -92,8 +95,9 @@ class VllmEngine:
 
         enforce_eager: None means eager on CPU (torch.compile would add minutes to startup)
         and CUDA graphs on GPU.
-        cpu_kvcache_space_gib: KV cache size in GiB (vLLM's `kv_cache_memory_bytes`); None
-        leaves it to vLLM (VLLM_CPU_KVCACHE_SPACE, or its own sizing).
+        cpu_kvcache_space_gib: KV cache size in GiB (vLLM's `kv_cache_memory_bytes`). None
+        means VLLM_CPU_KVCACHE_SPACE if set (vLLM reads it, and it wins over this argument),
+        else DEFAULT_CPU_KVCACHE_GIB on CPU and gpu_memory_utilization on GPU.
         """
         # vLLM reports usage to its maintainers unless told not to; Sluice runs offline.
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -120,6 +124,9 @@ class VllmEngine:
         }
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
+        if cpu_kvcache_space_gib is None and on_cpu and not os.environ.get(_KV_ENV):
+            # Left alone, vLLM on CPU reserves gpu_memory_utilization of all RAM (90%).
+            cpu_kvcache_space_gib = DEFAULT_CPU_KVCACHE_GIB
         if cpu_kvcache_space_gib is not None:
             options["kv_cache_memory_bytes"] = int(cpu_kvcache_space_gib * 2**30)
         args = AsyncEngineArgs(**options)

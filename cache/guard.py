@@ -40,6 +40,20 @@ def _opposites() -> dict[str, frozenset[str]]:
 
 
 _OPPOSITES = MappingProxyType(_opposites())
+# Which kinds of question one answer can serve: "how do I" and "what's the way to" and
+# "where can I find" ask for the same steps; "why", "who" and yes/no questions stand alone.
+_COMPATIBLE_FORMS = MappingProxyType(
+    {
+        "what": frozenset({"what", "how", "quantity", "where"}),
+        "how": frozenset({"how", "what", "where"}),
+        "quantity": frozenset({"quantity", "what", "when"}),
+        "when": frozenset({"when", "quantity"}),
+        "where": frozenset({"where", "what", "how"}),
+        "why": frozenset({"why"}),
+        "who": frozenset({"who"}),
+        "yesno": frozenset({"yesno"}),
+    }
+)
 _INFINITIVE_LEADS = frozenset(
     {"how", "want", "need", "like", "try", "trying", "able", "going", "have", "has", "order"}
 )
@@ -161,11 +175,20 @@ def _antonyms(a: Reading, b: Reading) -> str | None:
     return None
 
 
-def _focus(a: Reading, b: Reading) -> str | None:
-    fa = set(a.words) & lex.FOCUS_WORDS
-    fb = set(b.words) & lex.FOCUS_WORDS
-    if fa and fb and not fa & fb:
-        return f"asks {_fmt(fa)} vs {_fmt(fb)}"
+def _person(a: Reading, b: Reading) -> str | None:
+    # "What can you do?" and "What can I do?" ask about different people. Elsewhere the
+    # person flips freely ("Do you accept X?" = "Can I pay with X?"), so this only applies
+    # when the pronouns are all the questions have.
+    if a.content or b.content:
+        return None
+    if a.person and b.person and a.person != b.person:
+        return f"asks about a different person ({a.person} vs {b.person})"
+    return None
+
+
+def _form(a: Reading, b: Reading) -> str | None:
+    if a.form and b.form and b.form not in _COMPATIBLE_FORMS[a.form]:
+        return f"asks a different question ({a.form} vs {b.form})"
     return None
 
 
@@ -363,7 +386,8 @@ _RULES: tuple[Callable[[Reading, Reading], str | None], ...] = (
     _numbers,
     _negation,
     _antonyms,
-    _focus,
+    _form,
+    _person,
     _times,
     _comparatives,
     _roles,

@@ -84,6 +84,9 @@ PHRASES: Final = _table(
         "switch off": "disable",
         "switched off": "disable",
         "shut down": "shutdown",
+        "can not remember": "forgot",
+        "do not remember": "forgot",
+        "does not remember": "forgot",
         "log in": "login",
         "log into": "login",
         "logged into": "login",
@@ -437,7 +440,7 @@ STOPWORDS: Final = _words(
     go goes going went gone
     make makes making made
     command commands cmd syntax steps step
-    help offer offers offered provide provides find information info details detail
+    offer offers offered provide provides find information info details detail
     between keyword near around guys folks another existing take takes until
     exactly basically simply
     let lets
@@ -464,7 +467,7 @@ DROPPABLE_CLASSES: Final = MappingProxyType(
         "context": _words(
             """
             app application project code program script new available order place placed
-            submit submitted convert item items product products
+            submit submitted convert item items product products http url
             """
         ),
     }
@@ -495,7 +498,7 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["access", "read", "retrieve", "fetch", "obtain"], "read"),
         **dict.fromkeys(["receive", "received", "receiving"], "receive"),
         **dict.fromkeys(["show", "display", "print", "output"], "show"),
-        **dict.fromkeys(["every", "each", "all"], ""),
+        **dict.fromkeys(["every", "each", "all"], "all"),
         **dict.fromkeys(["big", "large", "huge"], "large"),
         **dict.fromkeys(["small", "little", "tiny"], "small"),
         **dict.fromkeys(["fast", "quick", "quickly", "rapid"], "fast"),
@@ -547,7 +550,9 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["max", "maximum"], "maximum"),
         **dict.fromkeys(["min", "minimum"], "minimum"),
         **dict.fromkeys(["loyalty", "reward", "rewards"], "reward"),
-        **dict.fromkeys(["fee", "fees", "charges", "charged"], "fee"),
+        **dict.fromkeys(["fee", "fees", "charge", "charges", "charged"], "fee"),
+        **dict.fromkeys(["charging"], "charging"),
+        **dict.fromkeys(["charger", "chargers"], "charger"),
         **dict.fromkeys(["declare", "define", "add", "writing", "wrote", "written"], "create"),
         **dict.fromkeys(["pass", "send", "sent"], "send"),
         **dict.fromkeys(["wipe", "clear"], "clear"),
@@ -639,7 +644,7 @@ ANTONYM_PAIRS: Final = _pairs(
     good/bad best/worst better/worse strong/weak heavy/light full/empty
     inside/outside stdin/stdout stdout/stderr stdin/stderr
     development/production dev/prod staging/production test/production
-    http/https dark/bright
+    http/https dark/bright all/one all/single all/none all/some for/while
     """
 )
 

@@ -37,6 +37,42 @@ _PHRASE_RE = re.compile(
 _STATUS_RE = re.compile(
     r"(?<![\w'])(" + "|".join(re.escape(k) for k in lex.STATUS_PHRASES) + r")(?![\w'])"
 )
+_CLAUSE_ENDS = frozenset(".?!;,:")
+_WH_FORMS = MappingProxyType(
+    {
+        "what": "what",
+        "which": "what",
+        "whats": "what",
+        "how": "how",
+        "where": "where",
+        "when": "when",
+        "why": "why",
+        "who": "who",
+        "whom": "who",
+        "whose": "who",
+    }
+)
+_QUANTITY = frozenset({"much", "many", "long", "big", "large", "often", "far", "old", "soon"})
+_AUXILIARIES = frozenset(
+    {"do", "does", "did", "can", "could", "is", "are", "am", "was", "were", "will", "would"}
+    | {"should", "shall", "may", "might", "have", "has", "must"}
+)
+_LEADING_FILLERS = frozenset(
+    {"hello", "thanks", "please", "so", "ok", "okay", "well", "also", "and", "but", "hey"}
+)
+_EMBEDDERS = frozenset(
+    {"tell", "explain", "know", "show", "wondering", "wonder", "ask", "idea", "sure", "me"}
+)
+_SUBJECTS = frozenset(
+    {"i", "we", "they", "he", "she", "you", "it", "my", "your", "our", "the", "a", "an", "this"}
+)
+_FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself"})
+_SECOND_PERSON = frozenset({"you", "your", "yours", "yourself"})
+_TIME_NOUNS = frozenset({"time", "day", "date", "hour", "hours", "year", "month", "days"})
+_EXPLAIN = frozenset({"explain", "describe", "explained", "meaning"})
+_PROCEDURE_NOUNS = frozenset(
+    {"way", "command", "method", "function", "option", "setting", "flag", "tool", "shortcut"}
+)
 _STATUS_CONTEXT = frozenset({"page", "error", "status", "response", "code", "http", "route"})
 
 
@@ -57,6 +93,8 @@ class Reading:
     numbers: tuple[Number, ...]
     entities: frozenset[str]
     negations: int
+    person: str | None  # "first" or "second" when only one grammatical person appears
+    form: str | None  # what kind of answer it asks for: "what", "how", "yesno", ...
     lookup: frozenset[str]  # every form a word of this question can be matched by
     joined: frozenset[str]  # adjacent word pairs run together ("date and time" -> datetime)
 
@@ -212,6 +250,49 @@ def _numbers(words: list[str]) -> tuple[list[Number], set[int]]:
     return found, used
 
 
+def question_form(tokens: list[str]) -> str | None:
+    """The kind of answer asked for: the first wh-word that opens a clause or follows
+    "tell me"/"explain"/"know" ("how much" asks a quantity, "what time" asks when), else
+    "yesno" when a clause opens with an auxiliary; None for statements and keywords."""
+    at_start = True
+    for i, w in enumerate(tokens):
+        if w == "|":
+            at_start = True
+            continue
+        if at_start and w in _LEADING_FILLERS:
+            continue
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        form = _WH_FORMS.get(w)
+        embedded = i > 0 and tokens[i - 1] in _EMBEDDERS
+        if form is not None and (embedded or (at_start and nxt not in _SUBJECTS)):
+            if form == "how" and nxt in _QUANTITY:
+                return "quantity"
+            clause = [*tokens, "|"][i + 1 : [*tokens, "|"].index("|", i + 1)]
+            if form == "what" and _TIME_NOUNS & set(clause):
+                return "when"
+            if form == "what" and "wrong" in tokens[i + 1 : i + 3]:
+                return "why"
+            return form
+        at_start = False
+    if any(w in _EXPLAIN for w in tokens):
+        return "what"
+    at_start = True
+    for i, w in enumerate(tokens):
+        if w == "|":
+            at_start = True
+        elif at_start and w in _LEADING_FILLERS:
+            continue
+        elif at_start and w in _AUXILIARIES:
+            if tokens[i + 1 : i + 3] == ["there", "a"] and tokens[i + 3 : i + 4] in (
+                [t] for t in _PROCEDURE_NOUNS
+            ):
+                return "how"
+            return "yesno"
+        else:
+            at_start = False
+    return None
+
+
 def _phrases(text: str) -> str:
     """Rewrites multi-word expressions (phrasal verbs, framing, status phrases)."""
     padded = f" {text} "
@@ -238,6 +319,8 @@ def read_question(text: str) -> Reading:
         kind, raw = m.lastgroup, m.group()
         if kind == "punct":
             sentence_start = sentence_start or raw in _BOUNDARY
+            if raw in _CLAUSE_ENDS and lowered and lowered[-1] != "|":
+                lowered.append("|")
             continue
         parts = _split_raw(raw) if kind == "word" else [raw.lower()]
         if kind == "word":
@@ -255,7 +338,8 @@ def read_question(text: str) -> Reading:
             lowered.extend(_expand_word(p) if kind == "word" else [p])
         sentence_start = False
 
-    text_low = " ".join(lowered)
+    form = question_form(lowered)
+    text_low = " ".join(w for w in lowered if w != "|")
     words = [w for w in _phrases(text_low).split() if w]
     entities.update(w for w in words if w in lex.KNOWN_ENTITIES)
 
@@ -265,8 +349,11 @@ def read_question(text: str) -> Reading:
         if i in used:
             continue
         c = lex.SYNONYMS.get(w)
+        if c is None and w.endswith(("s", "ed", "ing")):
+            base = stem(w)
+            c = lex.SYNONYMS.get(base, _STEM_SYNONYMS.get(base))
         if c is None:
-            c = _STEM_SYNONYMS.get(stem(w), w) if w.endswith(("s", "ed", "ing")) else w
+            c = w
         if c:
             canon.append(c)
     negations = sum(1 for w in canon if w in lex.NEGATORS or w in lex.NEGATIVE_VERBS)
@@ -288,7 +375,11 @@ def read_question(text: str) -> Reading:
     for i in range(len(canon) - 1):
         nxt = canon[i + 2] if canon[i + 1] == "and" and i + 2 < len(canon) else canon[i + 1]
         joined.update((canon[i] + nxt, stem(canon[i] + nxt)))
+    first = any(w in _FIRST_PERSON for w in words)
+    second = any(w in _SECOND_PERSON for w in words)
     return Reading(
+        person="first" if first and not second else "second" if second and not first else None,
+        form=form,
         joined=frozenset(joined),
         words=tuple(canon),
         content=content,

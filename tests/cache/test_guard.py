@@ -72,6 +72,16 @@ NEAR_MISSES = {
         ("hello", "goodbye"),
         ("Does it come in black?", "Does it come in silver?"),
     ],
+    "kind of question": [
+        ("Is the Steam Deck in stock?", "When will the Steam Deck be in stock?"),
+        ("What is a context manager?", "Why would I use a context manager?"),
+        ("How are you?", "Who are you?"),
+        ("What can you do?", "What can I do?"),
+    ],
+    "quantifiers and keywords": [
+        ("How do I add a header to every response?", "How do I add a header to one response?"),
+        ("How do I write a for loop?", "How do I write a while loop?"),
+    ],
     "added qualifier": [
         ("Is the Pixel 9 in stock?", "Is the Pixel 9 Pro in stock?"),
         ("How do I list the tables?", "How do I list the empty tables?"),
@@ -92,6 +102,11 @@ PARAPHRASES = [
     ("Do you sell gift cards?", "Do u sell giftcards?"),
     ("I can't log in to my account", "I cannot log into my account"),
     ("How do I get the current date and time in Python?", "python current datetime"),
+    (
+        "How do I unsubscribe from the newsletter?",
+        "could u tell me how i can unsubscribe from the newsletter",
+    ),
+    ("I can't remember my password", "I forgot my password"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -9,6 +10,10 @@ from typing import Protocol
 import numpy as np
 
 from cache.embedder import Vector
+from cache.hnsw import GraphBuild, HnswGraph, hnswlib_available
+
+# Exact search over a partition this size costs well under a millisecond (docs/cache.md).
+DEFAULT_HNSW_MIN_ENTRIES = 20_000
 
 
 @dataclass(frozen=True)
@@ -85,16 +90,100 @@ class _ExactPartition:
         return int(self.matrix.nbytes + self.expires.nbytes + 2 * ids + 100 * len(self.ids))
 
 
-class ScopedIndex:
-    """Exact (numpy) search inside each scope's partition.
-
-    Most scopes are small (one conversation prefix, one system prompt), so an exact dot
-    product over the partition is cheaper than maintaining a graph; see docs/cache.md.
-    """
+class _Partition:
+    """One scope: always the exact rows; past a size, also an HNSW graph used once built."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._partitions: dict[str, _ExactPartition] = {}
+        self.exact = _ExactPartition(dim)
+        self.graph: HnswGraph | None = None
+        self.build: GraphBuild | None = None
+        self.next_build_at = 0
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+    def _graph_change(self, entry_id: str, vector: Vector | None) -> None:
+        if self.graph is None and self.build is not None:
+            self.graph = self.build.record(entry_id, vector)
+            if self.graph is None:
+                return  # queued for the build thread
+            self.build = None
+        if self.graph is not None:
+            if vector is None:
+                self.graph.remove(entry_id)
+            else:
+                self.graph.add(entry_id, vector)
+
+    def add(self, entry_id: str, vector: Vector, expires_at: float) -> None:
+        self.exact.add(entry_id, vector, expires_at)
+        self._graph_change(entry_id, vector)
+
+    def remove(self, entry_id: str) -> None:
+        self.exact.remove(entry_id)
+        self._graph_change(entry_id, None)
+
+    def maybe_build(self, min_entries: int | None, logger: logging.Logger) -> None:
+        """Starts a graph build once the partition is big enough (again after a failure)."""
+        if self.build is not None and self.build.failed:
+            self.build = None
+            self.next_build_at = 2 * len(self)
+        if min_entries is None or self.graph is not None or self.build is not None:
+            return
+        n = len(self)
+        if n >= max(min_entries, self.next_build_at):
+            self.build = GraphBuild(self.dim, self.exact.ids, self.exact.matrix[:n], logger)
+
+    def collect_build(self) -> None:
+        """Switches to the graph once its build thread has finished."""
+        if self.graph is None and self.build is not None:
+            ready = self.build.ready()
+            if ready is not None:
+                self.graph, self.build = ready, None
+
+    def search(self, vector: Vector, k: int, min_similarity: float, now: float) -> list[Neighbour]:
+        self.collect_build()
+        if self.graph is None:
+            return self.exact.search(vector, k, min_similarity, now)
+        # Asks for a few more than k: expired entries are filtered out afterwards.
+        found = self.graph.search(vector, k + 4)
+        out = []
+        for entry_id, sim in found:
+            row = self.exact.rows.get(entry_id)
+            if row is None or self.exact.expires[row] <= now or sim < min_similarity:
+                continue
+            out.append(Neighbour(entry_id, sim))
+        return out[:k]
+
+    def memory_bytes(self) -> int:
+        graph = self.graph.memory_bytes() if self.graph is not None else 0
+        return self.exact.memory_bytes() + graph
+
+
+class ScopedIndex:
+    """Search inside each scope's partition: exact (numpy), plus HNSW for very large ones.
+
+    Most scopes are small (one conversation prefix, one system prompt), where an exact dot
+    product is cheaper than any graph and never misses. A scope past `hnsw_min_entries`
+    (first turns of a busy chatbot share one scope) also gets an HNSW graph built in the
+    background; see docs/cache.md for the measurements behind the default. None (or hnswlib
+    not installed) keeps every partition exact.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hnsw_min_entries: int | None = DEFAULT_HNSW_MIN_ENTRIES,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.dim = dim
+        self.logger = logger or logging.getLogger("sluice.cache")
+        if hnsw_min_entries is not None and not hnswlib_available():
+            self.logger.info("cache: hnswlib not installed; every scope uses exact search")
+            hnsw_min_entries = None
+        self.hnsw_min_entries = hnsw_min_entries
+        self._partitions: dict[str, _Partition] = {}
         self._scope_of: dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -107,9 +196,10 @@ class ScopedIndex:
             self.remove(entry_id)
         part = self._partitions.get(scope)
         if part is None:
-            part = self._partitions[scope] = _ExactPartition(self.dim)
+            part = self._partitions[scope] = _Partition(self.dim)
         part.add(entry_id, np.asarray(vector, dtype=np.float32), expires_at)
         self._scope_of[entry_id] = scope
+        part.maybe_build(self.hnsw_min_entries, self.logger)
 
     def remove(self, entry_id: str) -> bool:
         scope = self._scope_of.pop(entry_id, None)
@@ -136,3 +226,9 @@ class ScopedIndex:
 
     def memory_bytes(self) -> int:
         return sum(p.memory_bytes() for p in self._partitions.values()) + 200 * len(self._scope_of)
+
+    def graphs_ready(self) -> int:
+        """How many partitions search an HNSW graph now (for benchmarks and tests)."""
+        for part in self._partitions.values():
+            part.collect_build()
+        return sum(1 for p in self._partitions.values() if p.graph is not None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
+from cache.hnsw import hnswlib_available
 from cache.vector_index import ScopedIndex
 from tests.cache.fakes import DIM, bag_of_words
 
@@ -46,3 +48,44 @@ def test_threshold_removal_and_expiry() -> None:
     assert len(index) == 49
     index.clear()
     assert len(index) == 0
+
+
+def _random_unit(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _wait_for_graph(index: ScopedIndex) -> None:
+    deadline = time.monotonic() + 20
+    while index.graphs_ready() == 0:
+        assert time.monotonic() < deadline, "HNSW build did not finish"
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hnswlib_available(), reason="hnswlib not installed")
+def test_large_partition_switches_to_hnsw_without_losing_changes() -> None:
+    index = ScopedIndex(DIM, hnsw_min_entries=200)
+    vectors = _random_unit(400, 1)
+    for i in range(300):
+        index.add(f"e{i}", "big", vectors[i], FAR)
+    index.add("small", "tiny", vectors[0], FAR)
+    # Changes made while the graph is being built must reach it.
+    for i in range(300, 400):
+        index.add(f"e{i}", "big", vectors[i], FAR)
+    for i in range(0, 20):
+        index.remove(f"e{i}")
+    _wait_for_graph(index)
+    assert index.graphs_ready() == 1  # the tiny scope stays exact
+    for i in (25, 150, 310, 399):
+        found = index.search("big", vectors[i], k=2, min_similarity=0.5)
+        assert found[0].entry_id == f"e{i}" and found[0].similarity > 0.99
+    assert index.search("big", vectors[5], k=1, min_similarity=0.99) == []
+    index.remove("e150")
+    index.add("e5", "big", vectors[5], FAR)
+    assert index.search("big", vectors[150], k=1, min_similarity=0.99) == []
+    assert index.search("big", vectors[5], k=1, min_similarity=0.99)[0].entry_id == "e5"
+    index.add("gone", "big", vectors[399] * -1, time.time() - 1)  # expired: never returned
+    assert all(
+        n.entry_id != "gone" for n in index.search("big", -vectors[399], k=3, min_similarity=0.0)
+    )

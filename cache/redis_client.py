@@ -25,19 +25,28 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def connect_redis(url: str | None, *, timeout_s: float = 1.0, cluster: bool = False) -> RedisClient:
+def connect_redis(
+    url: str | None,
+    *,
+    timeout_s: float = 1.0,
+    cluster: bool = False,
+    max_connections: int | None = None,
+) -> RedisClient:
     """A client for `url`; None gives an in-process fakeredis server (one per call).
 
     Schemes: `redis://`, `rediss://` (TLS), `unix://`; `redis+cluster://host:port` or
     `cluster=True` for Redis Cluster; `redis+sentinel://[:password@]host:port[,host:port]
     /service_name[/db]` for Sentinel (`rediss+sentinel` for TLS). `timeout_s` bounds socket
     connects and reads; the cache puts its own, shorter per-operation timeout on top.
+    `max_connections` bounds the pool (redis-py's default, 100, refuses more at once).
     """
     common: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "decode_responses": False,
     }
+    if max_connections is not None:
+        common["max_connections"] = max_connections
     if url is None:
         return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=False)
     scheme = urlsplit(url).scheme

@@ -17,6 +17,7 @@ from gateway import admin, proxy
 from gateway.auth import Authenticator, load_keys
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.metrics import CONTENT_TYPE
+from gateway.recorder import OutcomeRecorder
 from gateway.services import Cache, Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamPool
@@ -128,6 +129,7 @@ def create_app(
                 log_bodies=config.log_bodies,
             )
             stack.push_async_callback(services.aclose)
+            services.recorder = await stack.enter_async_context(OutcomeRecorder(services.record))
             yield {"services": services}
 
     return Starlette(

@@ -29,7 +29,11 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
     options: dict[str, Any] = {}
     if settings.cache_max_entries is not None:
         options["max_entries_per_namespace"] = settings.cache_max_entries
-    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    redis = (
+        connect_redis(settings.redis_url, max_connections=settings.redis_max_connections)
+        if settings.redis_url
+        else None
+    )
     if redis is None:
         log.info("no REDIS_URL: using the embedded in-process Redis (entries end with the process)")
     cache = ResponseCache(

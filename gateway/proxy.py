@@ -89,7 +89,7 @@ class _Call:
         if coalesced:
             svc.metrics.coalesced.inc()
         if outcome != "error":
-            svc.spawn(svc.record(self.tenant, self.model, outcome, latency_ms))
+            svc.count(self.tenant, self.model, outcome, latency_ms)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s tenant=%s model=%s cache=%s status=%d %.1fms",

@@ -12,6 +12,7 @@ from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
 from gateway.auth import Authenticator
 from gateway.flight import SingleFlight
 from gateway.metrics import GatewayMetrics
+from gateway.recorder import OutcomeRecorder
 from gateway.stats import RequestStats
 from gateway.upstream import UpstreamPool
 
@@ -74,6 +75,7 @@ class Services:
     flights: SingleFlight = field(default_factory=SingleFlight)
     stats: RequestStats = field(default_factory=RequestStats)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    recorder: OutcomeRecorder | None = None
     # Strong references keep fire-and-forget tasks (stores, stat records) from being collected.
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _cache_failing: bool = False
@@ -122,6 +124,11 @@ class Services:
             await self.cache.store(tenant, endpoint, body, answer, ttl_s=ttl)
         except Exception as exc:
             self.cache_failed("store", exc)
+
+    def count(self, tenant: str, model: str, outcome: Outcome, latency_ms: float) -> None:
+        """Adds one outcome to the shared counters in Redis, after the answer."""
+        if self.recorder is not None:
+            self.recorder.submit(tenant, model, outcome, latency_ms)
 
     async def record(self, tenant: str, model: str, outcome: Outcome, latency_ms: float) -> None:
         try:

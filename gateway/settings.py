@@ -65,6 +65,9 @@ class GatewaySettings(BaseSettings):
         description="Time limit of one Redis operation on the request path; past it the cache "
         "counts as down for a moment and requests go upstream.",
     )
+    redis_max_connections: int = Field(
+        default=1024, description="Connections to Redis this process may hold at once."
+    )
     cache_timeout_s: float = Field(
         default=2.0, description="Longest wait for a cache lookup before going upstream."
     )

@@ -215,7 +215,9 @@ class ResponseCache:
             None,
             what="semantic lookup",
         )
-        for neighbour, candidate in zip(neighbours, candidates or [], strict=True):
+        if candidates is None:
+            return None
+        for neighbour, candidate in zip(neighbours, candidates, strict=True):
             if candidate is None:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue

@@ -12,8 +12,9 @@ import numpy as np
 from cache.embedder import Vector
 from cache.hnsw import GraphBuild, HnswGraph, hnswlib_available
 
-# Exact search over a partition this size costs well under a millisecond (docs/cache.md).
-DEFAULT_HNSW_MIN_ENTRIES = 20_000
+# Up to here exact search costs a fraction of a millisecond on an idle CPU; past it the
+# matrix leaves the CPU cache and cost grows faster than the size (docs/cache.md).
+DEFAULT_HNSW_MIN_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)

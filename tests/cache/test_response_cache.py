@@ -234,3 +234,15 @@ async def test_replica_sees_stores_and_removals_within_a_second(make_cache: Cach
 async def test_ping(make_cache: CacheFactory) -> None:
     cache = await make_cache()
     assert await cache.ping() is True
+
+
+async def test_failure_while_fetching_candidates_is_a_miss(make_cache: CacheFactory) -> None:
+    cache = await make_cache(similarity_threshold=0.5)
+    await cache.store("ns", "chat", chat("flights to Paris"), answer("A"))
+
+    async def broken(entry_ids: object) -> None:
+        raise ConnectionError("Redis went away")
+
+    cache.entries_store.candidates = broken  # type: ignore[assignment,method-assign]
+    assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None
+    assert not cache.failopen.healthy

@@ -54,6 +54,12 @@ _COMPATIBLE_FORMS = MappingProxyType(
         "yesno": frozenset({"yesno"}),
     }
 )
+_GIST_NOISE = frozenset(
+    {"a", "an", "the", "so", "much", "very", "really", "please", "there", "just", "lot", "oh"}
+    | {"well", "okay", "it", "this", "that", "is", "are", "am", "be", "do", "does", "doing"}
+    | {"i", "me", "my", "you", "your", "for", "of", "to", "with", "again", "all", "too"}
+    | {"kind", "kinds", "thing", "things", "stuff", "sort", "sorts"}
+)
 _INFINITIVE_LEADS = frozenset(
     {"how", "want", "need", "like", "try", "trying", "able", "going", "have", "has", "order"}
 )
@@ -134,23 +140,29 @@ def _number_str(n: Number) -> str:
 
 
 def _numbers(a: Reading, b: Reading) -> str | None:
-    left = list(b.numbers)
-    unmatched_a: list[Number] = []
-    order_b: list[int] = []
-    for n in a.numbers:
-        for j, m in enumerate(left):
-            if m.value == n.value and (m.unit == n.unit or not m.unit or not n.unit):
-                order_b.append(b.numbers.index(m))
-                del left[j]
-                break
-        else:
-            unmatched_a.append(n)
-    if unmatched_a or left:
+    # Same value and unit first; then a number without a unit matches the same value with
+    # one ("order 48213" = "order #48213", "2 weeks" = "two wks").
+    pairs: dict[int, int] = {}
+    free = list(range(len(b.numbers)))
+    for lenient in (False, True):
+        for i, n in enumerate(a.numbers):
+            if i in pairs:
+                continue
+            for j in free:
+                m = b.numbers[j]
+                if m.value == n.value and (
+                    m.unit == n.unit or (lenient and (not m.unit or not n.unit))
+                ):
+                    pairs[i] = j
+                    free.remove(j)
+                    break
+    only_a = [n for i, n in enumerate(a.numbers) if i not in pairs]
+    only_b = [b.numbers[j] for j in free]
+    if only_a or only_b:
         return (
-            f"numbers differ: {_fmt(map(_number_str, unmatched_a))}"
-            f" vs {_fmt(map(_number_str, left))}"
+            f"numbers differ: {_fmt(map(_number_str, only_a))} vs {_fmt(map(_number_str, only_b))}"
         )
-    if order_b != sorted(order_b) and len({n.value for n in a.numbers}) > 1:
+    if [n.value for n in a.numbers] != [m.value for m in b.numbers]:
         return "numbers in a different order"
     return None
 
@@ -176,14 +188,29 @@ def _antonyms(a: Reading, b: Reading) -> str | None:
 
 
 def _person(a: Reading, b: Reading) -> str | None:
+    # "my order" and "your order" are different things.
+    if a.possessive and b.possessive and a.possessive != b.possessive:
+        return f"whose differs ({a.possessive} vs {b.possessive} person)"
     # "What can you do?" and "What can I do?" ask about different people. Elsewhere the
     # person flips freely ("Do you accept X?" = "Can I pay with X?"), so this only applies
-    # when the pronouns are all the questions have.
-    if a.content or b.content:
+    # to small talk, where the pronouns are all the questions have.
+    if not (_small_talk(a) and _small_talk(b)):
         return None
     if a.person and b.person and a.person != b.person:
         return f"asks about a different person ({a.person} vs {b.person})"
+    ga, gb = _gist(a), _gist(b)
+    if ga != gb:
+        return f"small talk differs: {_fmt(ga - gb)} vs {_fmt(gb - ga)}"
     return None
+
+
+def _small_talk(r: Reading) -> bool:
+    """No content word beyond greetings, thanks and other droppable words."""
+    return all(_drop_class(w) is not None for w in r.content)
+
+
+def _gist(r: Reading) -> frozenset[str]:
+    return frozenset(w for w in r.words if w not in _GIST_NOISE)
 
 
 def _form(a: Reading, b: Reading) -> str | None:
@@ -232,16 +259,22 @@ def _is_connector(r: Reading, i: int) -> bool:
 
 
 def _roles(a: Reading, b: Reading) -> str | None:
+    # The k-th "to" of one question is compared with the k-th "to" of the other.
+    seen: dict[str, list[int]] = {}
+    for j in range(len(b.words)):
+        if _is_connector(b, j):
+            seen.setdefault(b.words[j], []).append(j)
+    rank: dict[str, int] = {}
     for i, w in enumerate(a.words):
         if not _is_connector(a, i):
             continue
+        k = rank[w] = rank.get(w, -1) + 1
+        if k >= len(seen.get(w, ())):
+            continue
         la, ra = _sides(a, i)
-        for j, v in enumerate(b.words):
-            if v != w or not _is_connector(b, j):
-                continue
-            lb, rb = _sides(b, j)
-            if la & rb and ra & lb and (la & rb) != (ra & lb):
-                return f"roles swapped around '{w}': {_fmt(la & rb)} / {_fmt(ra & lb)}"
+        lb, rb = _sides(b, seen[w][k])
+        if la & rb and ra & lb and (la & rb) != (ra & lb):
+            return f"roles swapped around '{w}': {_fmt(la & rb)} / {_fmt(ra & lb)}"
     return None
 
 
@@ -294,12 +327,25 @@ def _matched(word: str, other: Reading) -> bool:
     return _typo_of(word, other.content) or _typo_of(word, other.words)
 
 
-def _split_droppable(words: Iterable[str]) -> tuple[list[str], set[str]]:
+def _qualifies(brand: str, r: Reading, other: Reading) -> bool:
+    """A brand may be dropped only before a product the other question names too
+    ("Google Pixel 8" = "Pixel 8"), not as a thing of its own ("log in with Google")."""
+    for i, w in enumerate(r.words[:-1]):
+        if brand in (w, stem(w)):
+            return _has(r.words[i + 1], other)
+    return False
+
+
+def _split_droppable(
+    words: Iterable[str], r: Reading, other: Reading
+) -> tuple[list[str], set[str]]:
     """Words that matter, and the classes of the droppable ones."""
     keep: list[str] = []
     classes: set[str] = set()
     for w in words:
         c = _drop_class(w)
+        if c == "brand" and not _qualifies(w, r, other):
+            c = None
         if c is None:
             keep.append(w)
         elif c in lex.DISTINCT_CLASSES:
@@ -308,8 +354,8 @@ def _split_droppable(words: Iterable[str]) -> tuple[list[str], set[str]]:
 
 
 def _entities(a: Reading, b: Reading) -> str | None:
-    ua, ca = _split_droppable(e for e in a.entities if not _matched(e, b))
-    ub, cb = _split_droppable(e for e in b.entities if not _matched(e, a))
+    ua, ca = _split_droppable((e for e in a.entities if not _matched(e, b)), a, b)
+    ub, cb = _split_droppable((e for e in b.entities if not _matched(e, a)), b, a)
     if ua or ub or ca & cb:
         return f"names differ: {_fmt(ua)} vs {_fmt(ub)}"
     return None
@@ -342,7 +388,8 @@ def _runs(r: Reading, other: Reading) -> tuple[list[str], int]:
     in_run = False
     covered = _run_together(r, other)
     for w in r.content:
-        if _drop_class(w) is not None:
+        c = _drop_class(w)
+        if c is not None and (c != "brand" or _qualifies(w, r, other)):
             continue
         if w in covered or _matched(w, other):
             in_run = False
@@ -367,8 +414,8 @@ class _Difference:
 def _difference(a: Reading, b: Reading) -> _Difference | str | None:
     """None when the content matches; a reason when a droppable word of a distinct class
     (brand, language, small talk) was swapped; else the difference."""
-    _, ca = _split_droppable(_unmatched(a, b))
-    _, cb = _split_droppable(_unmatched(b, a))
+    _, ca = _split_droppable(_unmatched(a, b), a, b)
+    _, cb = _split_droppable(_unmatched(b, a), b, a)
     if ca & cb:
         return f"small talk, brand or language differs ({_fmt(ca & cb)})"
     ua, runs_a = _runs(a, b)

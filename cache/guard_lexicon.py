@@ -308,7 +308,7 @@ NEGATORS: Final = frozenset(
     {"not", "no", "never", "none", "nothing", "nobody", "nowhere", "neither", "nor", "without"}
 )
 # Verbs that carry a negation inside them ("forgot" = "can't remember").
-NEGATIVE_VERBS: Final = frozenset({"forgot", "forget", "forgotten", "forgetting"})
+NEGATIVE_VERBS: Final = frozenset({"forget", "forgetting"})
 
 NUMBER_WORDS: Final = MappingProxyType(
     {
@@ -436,7 +436,7 @@ STOPWORDS: Final = _words(
     usually currently still already ever even again yet
     one ones thing things stuff kind kinds much many so lot
     get got getting gets
-    use using used uses
+    use using uses
     go goes going went gone
     make makes making made
     command commands cmd syntax steps step
@@ -468,6 +468,7 @@ DROPPABLE_CLASSES: Final = MappingProxyType(
             """
             app application project code program script new available order place placed
             submit submitted convert item items product products http url
+            accept contain forgot
             """
         ),
     }
@@ -487,7 +488,7 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["swap", "exchange", "replacement"], "exchange"),
         **dict.fromkeys(["remove", "delete", "erase"], "remove"),
         **dict.fromkeys(
-            ["create", "generate", "scaffold", "build", "init", "initialize", "write", "implement"],
+            ["create", "generate", "scaffold", "init", "initialize", "write", "implement"],
             "create",
         ),
         **dict.fromkeys(["run", "execute", "launch", "invoke"], "run"),
@@ -586,10 +587,7 @@ IRREGULAR: Final = _table(
         "began": "begin",
         "begun": "begin",
         "shown": "show",
-        "did": "do",
         "done": "do",
-        "was": "be",
-        "were": "be",
         "children": "child",
         "went": "go",
         "ordered": "bought",
@@ -644,7 +642,8 @@ ANTONYM_PAIRS: Final = _pairs(
     good/bad best/worst better/worse strong/weak heavy/light full/empty
     inside/outside stdin/stdout stdout/stderr stdin/stderr
     development/production dev/prod staging/production test/production
-    http/https dark/bright all/one all/single all/none all/some for/while
+    http/https dark/bright did/will was/will were/will
+    all/one all/single all/none all/some for/while
     """
 )
 

@@ -94,6 +94,7 @@ class Reading:
     entities: frozenset[str]
     negations: int
     person: str | None  # "first" or "second" when only one grammatical person appears
+    possessive: str | None  # the same for "my" / "your"
     form: str | None  # what kind of answer it asks for: "what", "how", "yesno", ...
     lookup: frozenset[str]  # every form a word of this question can be matched by
     joined: frozenset[str]  # adjacent word pairs run together ("date and time" -> datetime)
@@ -366,7 +367,8 @@ def read_question(text: str) -> Reading:
         and w not in lex.FOCUS_WORDS
         and w not in lex.ROLE_CONNECTORS
     )
-    lookup: set[str] = set(words) | set(canon) | set(content)
+    entity_forms = frozenset(_entity_form(e) for e in entities if e)
+    lookup: set[str] = set(words) | set(canon) | set(content) | entity_forms
     lookup.update(stem(w) for w in words)
     for w in words:
         if "-" in w:
@@ -377,14 +379,17 @@ def read_question(text: str) -> Reading:
         joined.update((canon[i] + nxt, stem(canon[i] + nxt)))
     first = any(w in _FIRST_PERSON for w in words)
     second = any(w in _SECOND_PERSON for w in words)
+    mine = any(w in ("my", "mine") for w in words)
+    yours = any(w in ("your", "yours") for w in words)
     return Reading(
+        possessive="first" if mine and not yours else "second" if yours and not mine else None,
         person="first" if first and not second else "second" if second and not first else None,
         form=form,
         joined=frozenset(joined),
         words=tuple(canon),
         content=content,
         numbers=tuple(numbers),
-        entities=frozenset(_entity_form(e) for e in entities if e),
+        entities=entity_forms,
         negations=negations,
         lookup=frozenset(lookup),
     )

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache.guard import GuardVerdict, guard_allows, guard_check
 from cache.semantic_defaults import DEFAULT_REWORDED_MIN_SIMILARITY, DEFAULT_SIMILARITY_THRESHOLD
@@ -144,6 +146,22 @@ def test_a_reason_names_what_differs() -> None:
     reason = guard_check("Do you ship to Peru?", "Do you ship to Chile?").reason or ""
     assert "peru" in reason and "chile" in reason
     assert "numbers" in (guard_check("5 km run", "5 miles run").reason or "")
+
+
+_VOCABULARY = """
+    how do i can you the a to from in on not never no 2 5 km miles $50 2pm is are what when
+    why who where order refund ship Canada Mexico `quillon serve` json.dumps enable disable
+    before after can't won't u ur pls thx iPhone 15 Pro WH-1000XM5 ,
+"""
+_WORDS = _VOCABULARY.split()
+_SENTENCES = st.lists(st.sampled_from(_WORDS), max_size=12).map(" ".join) | st.text(max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SENTENCES, _SENTENCES)
+def test_guard_never_raises_and_is_symmetric(a: str, b: str) -> None:
+    assert guard_check(a, b).allowed == guard_check(b, a).allowed
+    assert guard_check(a, a).allowed or not a.strip()
 
 
 def test_guard_is_fast() -> None:

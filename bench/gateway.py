@@ -427,7 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         with open(log_path) as log_file:
             print(log_file.read()[-3000:], file=sys.stderr)
         raise
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     markdown = render(hits, misses, zipf, args.model)
+    markdown += (
+        f"\n\nLoad average (1, 5, 15 min) at the end of the run: {load} on "
+        f"{os.cpu_count()} cores; the client, the gateways, the backend and Redis share them."
+    )
     print(markdown)
     print(f"\nReproduce: .venv/bin/python -m bench.gateway{' --quick' if args.quick else ''}")
     if not args.quick:

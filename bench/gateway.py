@@ -5,8 +5,8 @@ loopback, against the Redis at REDIS_URL (database 12, keys under a unique prefi
 the end), and drives them with a minimal keep-alive HTTP/1.1 client so that the figures
 measure the gateway rather than a client library.
 
-    .venv/bin/python -m bench.gateway            # full run, writes docs/BENCHMARKS.md
-    .venv/bin/python -m bench.gateway --quick    # short check, prints only
+    .venv/bin/python bench/gateway.py            # full run, writes docs/BENCHMARKS.md
+    .venv/bin/python bench/gateway.py --quick    # short check, prints only
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
-from bench.report import write_section
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from bench.report import write_section  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = 12
@@ -434,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cores; the client, the gateways, the backend and Redis share them."
     )
     print(markdown)
-    print(f"\nReproduce: .venv/bin/python -m bench.gateway{' --quick' if args.quick else ''}")
+    print(f"\nReproduce: .venv/bin/python bench/gateway.py{' --quick' if args.quick else ''}")
     if not args.quick:
         write_section("gateway", markdown)
     return 0

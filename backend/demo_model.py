@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 
 Preset = Literal["demo", "bench"]
 
-VERSION = "v2"
+VERSION = "v3"
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # special tokens come first in the trained vocabulary
 SEED = 20240611
@@ -189,7 +189,11 @@ def _portable_tokenizer_config(path: Path) -> None:
 
 
 def _seed_weights(model: torch.nn.Module) -> None:
-    """Fills every parameter from one seeded generator, in a fixed (sorted) order."""
+    """Fills every parameter from one seeded generator, in a fixed (sorted) order.
+
+    Uniform draws scaled in float64: torch's normal sampler takes different code paths (and
+    rounds differently) per CPU instruction set, uniform draws and IEEE arithmetic do not.
+    """
     gen = torch.Generator(device="cpu").manual_seed(SEED)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
@@ -200,5 +204,5 @@ def _seed_weights(model: torch.nn.Module) -> None:
             # of a few units, so greedy picks are clear-cut and sampling is not flat noise.
             fan_in = param.shape[1]
             std = (3.0 if "embed_tokens" in name else 1.0) / fan_in**0.5
-            values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
-            param.copy_(values)
+            unit = torch.rand(param.shape, generator=gen, dtype=torch.float64)
+            param.copy_(((unit * 2.0 - 1.0) * (std * 3.0**0.5)).to(torch.float32))

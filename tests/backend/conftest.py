@@ -36,7 +36,7 @@ def eos_prone_engine(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFact
         (folder / f.name).write_bytes(f.read_bytes())
     weights = load_file(demo_model_dir / "model.safetensors")
     embed = weights["model.embed_tokens.weight"].clone()
-    embed[EOS_ID] *= 4.0
+    embed[EOS_ID] *= 6.0
     weights["model.embed_tokens.weight"] = embed
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     return TorchEngine.load(str(folder), threads=1)

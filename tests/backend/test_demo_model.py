@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,7 +72,7 @@ def test_the_bench_preset_has_the_promised_shape() -> None:
 
     config = llama_config(PRESETS["bench"])
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     params = sum(p.numel() for p in model.parameters())
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (512, 8, 8)
     assert (config.intermediate_size, config.vocab_size) == (1376, 4096)
@@ -80,3 +83,24 @@ def test_the_bench_preset_has_the_promised_shape() -> None:
 def test_unknown_presets_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="preset"):
         ensure_demo_model("huge", tmp_path)  # type: ignore[arg-type]
+
+
+def test_weights_do_not_depend_on_the_cpu_instruction_set(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """Builds again with torch's portable (non-SIMD) kernels: the weights must not change."""
+    script = (
+        "import sys; from pathlib import Path; from backend.demo_model import ensure_demo_model;"
+        "print(ensure_demo_model('demo', Path(sys.argv[1])))"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    portable = Path(done.stdout.strip().splitlines()[-1])
+    assert weights_digest(portable) == weights_digest(demo_model_dir)

@@ -23,7 +23,13 @@ def load_engine(settings: BackendSettings) -> Engine:
     )
     loaded: Engine
     if settings.engine == "torch":
+        import torch
+
         from backend.engines.torch_engine import TorchEngine
+
+        if settings.threads is not None:
+            # On a shared or small CPU, fewer threads than cores avoids OpenMP spin contention.
+            torch.set_num_threads(settings.threads)
 
         loaded = TorchEngine.load(
             settings.model,

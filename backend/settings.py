@@ -53,6 +53,11 @@ class BackendSettings(BaseSettings):
     )
     device: DeviceName = Field(default="auto", description="Where the model runs.")
     dtype: DTypeName = Field(default="auto", description="Weight and activation dtype.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Torch engine: CPU threads for torch; default: torch's own choice.",
+    )
     max_model_len: int | None = Field(
         default=None, ge=1, description="Context length; default: the model's own."
     )

@@ -62,6 +62,7 @@ _GIST_NOISE = frozenset(
 )
 _INFINITIVE_LEADS = frozenset(
     {"how", "want", "need", "like", "try", "trying", "able", "going", "have", "has", "order"}
+    | {"way", "wish", "hope", "plan", "easy", "possible", "ready", "used"}
 )
 
 
@@ -177,8 +178,16 @@ def _has(word: str, r: Reading) -> bool:
     return word in r.lookup or stem(word) in r.lookup
 
 
+def _direction_words(r: Reading) -> set[str]:
+    """The words of r, with "to" only where it is a direction ("ship to"), not "how to"."""
+    words = set(r.words)
+    if "to" in words and not any(w == "to" and _is_connector(r, i) for i, w in enumerate(r.words)):
+        words.discard("to")
+    return words
+
+
 def _antonyms(a: Reading, b: Reading) -> str | None:
-    wa, wb = set(a.words), set(b.words)
+    wa, wb = _direction_words(a), _direction_words(b)
     only_b = wb - wa
     for p in sorted(wa - wb):
         for q in _OPPOSITES.get(p, ()):

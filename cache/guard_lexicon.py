@@ -301,7 +301,23 @@ CONTRACTION_SUFFIXES: Final = _table(
     {"n't": " not", "'re": " are", "'ve": " have", "'ll": " will", "'d": " would", "'m": " am"}
 )
 IRREGULAR_NEGATIONS: Final = _table(
-    {"can't": "can not", "won't": "will not", "shan't": "shall not", "ain't": "is not"}
+    {
+        "what's": "what is",
+        "where's": "where is",
+        "when's": "when is",
+        "why's": "why is",
+        "how's": "how is",
+        "who's": "who is",
+        "that's": "that is",
+        "there's": "there is",
+        "here's": "here is",
+        "it's": "it is",
+        "let's": "let us",
+        "can't": "can not",
+        "won't": "will not",
+        "shan't": "shall not",
+        "ain't": "is not",
+    }
 )
 
 NEGATORS: Final = frozenset(
@@ -643,7 +659,7 @@ ANTONYM_PAIRS: Final = _pairs(
     inside/outside stdin/stdout stdout/stderr stdin/stderr
     development/production dev/prod staging/production test/production
     http/https dark/bright did/will was/will were/will
-    all/one all/single all/none all/some for/while
+    all/one all/single all/none all/some for/while to/from into/from
     """
 )
 

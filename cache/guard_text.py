@@ -345,6 +345,7 @@ def read_question(text: str) -> Reading:
     entities.update(w for w in words if w in lex.KNOWN_ENTITIES)
 
     numbers, used = _numbers(words)
+    entities.difference_update(words[i] for i in used)  # units, not names ("1 TB")
     canon: list[str] = []
     for i, w in enumerate(words):
         if i in used:

@@ -167,6 +167,8 @@ def _answer(
 
 async def _join_flight(call: _Call, *, finished_too: bool) -> Response | None:
     """Answers from an identical request's upstream call, if one is running (or just ended)."""
+    if not call.svc.flights:
+        return None  # nothing in flight: no need to compute the key
     future = call.svc.flights.get(call.key)
     if future is None:
         return None

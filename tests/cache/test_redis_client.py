@@ -19,7 +19,8 @@ async def test_none_is_an_in_process_server() -> None:
 
 
 def test_url_kinds() -> None:
-    assert isinstance(connect_redis("redis://127.0.0.1:6379/3", timeout_s=0.1), Redis)
+    plain = connect_redis("redis://127.0.0.1:6379/3", timeout_s=0.1, max_connections=7)
+    assert isinstance(plain, Redis) and plain.connection_pool.max_connections == 7
     tls = connect_redis("rediss://example.invalid:6380/0")
     assert tls.connection_pool.connection_kwargs["host"] == "example.invalid"
     cluster = connect_redis("redis+cluster://127.0.0.1:7000")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from backend.cli import parse_settings
+from backend.settings import BackendSettings
 
 
 def test_flags_are_kebab_case_names_of_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,3 +26,10 @@ def test_bad_flag_values_exit_with_the_flag_named() -> None:
         parse_settings(["--max-batch-size", "0"])
     with pytest.raises(SystemExit):
         parse_settings(["--batching", "sometimes"])
+
+
+def test_every_setting_is_documented_with_its_env_var_and_flag() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "backend.md").read_text()
+    for name in BackendSettings.model_fields:
+        assert f"`SLUICE_BACKEND_{name.upper()}`" in text, name
+        assert f"`--{name.replace('_', '-')}`" in text, name

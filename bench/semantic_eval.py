@@ -285,7 +285,7 @@ def report(
         for m in ("alone", "guard", "tiered")
     }
     for k in KINDS:
-        what = "served (recall)" if k == "paraphrase" else "false accepts"
+        what = "served" if k == "paraphrase" else "false accepts"
         cells = " | ".join(f"{cols[m][k][0]} / {cols[m][k][1]}" for m in cols)
         lines.append(f"| {k} ({what}) | {cells} |")
     cv_p, cv_r, cv_worst = cv

@@ -347,16 +347,21 @@ class Batcher:
         def run() -> None:
             engine.run_continuous(admit, self._emitter(), max_rows=self._max_batch_size)
 
-        try:
-            await loop.run_in_executor(self._executor, run)
-        except Exception as exc:
-            log.exception("engine failed in continuous mode")
+        while True:
+            error: BackendError = EngineFailed("The engine did not finish this request.")
+            try:
+                await loop.run_in_executor(self._executor, run)
+            except Exception as exc:
+                log.exception("engine failed in continuous mode")
+                error = EngineFailed(f"The engine failed: {exc}")
             for pending in list(self._running.values()):
-                self._finish(pending, EngineFailed(f"The engine failed: {exc}"), "error")
-        for pending in list(self._running.values()):
-            self._finish(pending, EngineFailed("The engine did not finish this request."), "error")
-        self._running.clear()
-        self._metrics.running_rows.set(0)
+                self._finish(pending, error, "error")
+            self._running.clear()
+            self._metrics.running_rows.set(0)
+            # The run ends normally only once draining left nothing to admit; after a
+            # failure, a fresh run serves the requests still queued and those to come.
+            if self._status is not _Status.OPEN and not self._queue:
+                return
 
     async def _admit(self, free: int, idle: bool) -> list[Row]:
         """Rows for the engine's free slots; when idle, waits for one (none once draining)."""
@@ -385,6 +390,7 @@ class Batcher:
         if output.finish_reason is not None:
             self._metrics.generated_tokens.inc(output.completion_tokens)
             self._running.pop(output.request_id, None)
+            self._metrics.running_rows.set(len(self._running))
             self._finish(pending, output, "ok")
         elif pending.state is _State.RUNNING:
             pending.channel.put_nowait(output)

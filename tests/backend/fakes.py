@@ -6,15 +6,16 @@ import threading
 import time
 from collections.abc import Sequence
 
-from backend.engines.base import Emit, FinishReason, Row, RowOutput
+from backend.engines.base import Admit, Emit, FinishReason, Row, RowOutput
 
 
 class FakeEngine:
-    """Implements the Engine protocol: one character per token, one step per token.
+    """Implements the (continuous) Engine protocol: one character per token, one per step.
 
     Tests control it through `hold` (cleared: every batch waits at its start until set),
     `step_delay_s` (time per decoding step), and `fail_next` (the next batch raises).
-    Each batch's request ids are recorded in `batches`, its rows in `rows`.
+    Each batch's (or continuous admission's) request ids are recorded in `batches`, its
+    rows in `rows`.
     """
 
     def __init__(
@@ -52,6 +53,36 @@ class FakeEngine:
         return chr(ord("a") + (prompt_len + step) % 26)
 
     def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
+        pending = [list(rows)]
+
+        def admit_once(free: int, idle: bool) -> Sequence[Row]:
+            return pending.pop() if pending else []
+
+        self.run_continuous(admit_once, emit, max_rows=max(1, len(rows)))
+
+    def run_continuous(self, admit: Admit, emit: Emit, *, max_rows: int) -> None:
+        """One step per loop: admit newcomers into free slots, then advance every live row."""
+        live: dict[str, tuple[Row, int, str]] = {}  # request id -> (row, steps done, text)
+        while True:
+            if len(live) < max_rows:
+                newcomers = list(admit(max_rows - len(live), not live))
+                if not newcomers and not live:
+                    return
+                if newcomers:
+                    self._start(newcomers)
+                for row in newcomers:
+                    live[row.request_id] = (row, 0, "")
+            if self.step_delay_s:
+                time.sleep(self.step_delay_s)
+            for rid, (row, step, text) in list(live.items()):
+                out = self._step(row, step, text)
+                emit(out)
+                if out.finish_reason is None:
+                    live[rid] = (row, step + 1, text + out.text)
+                else:
+                    del live[rid]
+
+    def _start(self, rows: Sequence[Row]) -> None:
         self.batches.append([r.request_id for r in rows])
         for row in rows:
             self.rows[row.request_id] = row
@@ -60,33 +91,19 @@ class FakeEngine:
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        texts = {r.request_id: "" for r in rows}
-        active = list(rows)
-        step = 0
-        while active:
-            if self.step_delay_s:
-                time.sleep(self.step_delay_s)
-            still: list[Row] = []
-            for row in active:
-                n_prompt = len(row.prompt_token_ids)
-                if row.cancelled():
-                    self.seen_cancelled.add(row.request_id)
-                    emit(self._out(row, "", (), "stop", step))
-                    continue
-                piece = self.token_text(n_prompt, step)
-                text = texts[row.request_id] + piece
-                cut = [text.find(s) for s in row.params.stop if s and s in text]
-                if cut:
-                    new = text[: min(cut)][len(texts[row.request_id]) :]
-                    emit(self._out(row, new, (ord(piece),), "stop", step + 1))
-                    continue
-                texts[row.request_id] = text
-                done = step + 1 >= row.params.max_tokens
-                emit(self._out(row, piece, (ord(piece),), "length" if done else None, step + 1))
-                if not done:
-                    still.append(row)
-            active = still
-            step += 1
+
+    def _step(self, row: Row, step: int, text: str) -> RowOutput:
+        """The row's output for one decoding step."""
+        if row.cancelled():
+            self.seen_cancelled.add(row.request_id)
+            return self._out(row, "", (), "stop", step)
+        piece = self.token_text(len(row.prompt_token_ids), step)
+        full = text + piece
+        cuts = [full.find(s) for s in row.params.stop if s and s in full]
+        if cuts:
+            return self._out(row, full[: min(cuts)][len(text) :], (ord(piece),), "stop", step + 1)
+        done = step + 1 >= row.params.max_tokens
+        return self._out(row, piece, (ord(piece),), "length" if done else None, step + 1)
 
     @staticmethod
     def _out(

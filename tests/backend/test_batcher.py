@@ -189,3 +189,59 @@ async def test_submit_outside_the_context_is_an_error() -> None:
         pass
     with pytest.raises(RuntimeError, match="cannot be reopened"):
         await batcher.__aenter__()
+
+
+async def test_continuous_admits_a_newcomer_while_a_row_is_generating() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    async with Batcher(engine, max_batch_size=4, batching="continuous") as batcher:
+        long = submit(batcher, "long", SamplingParams(max_tokens=400))
+        await anext(long)
+        short = await submit(batcher, "short", SamplingParams(max_tokens=2)).collect()
+        assert short.completion_tokens == 2
+        assert "long" in batcher._running
+        long.cancel()
+    assert "long" in engine.seen_cancelled
+    assert engine.batches == [["long"], ["short"]]
+
+
+async def test_continuous_never_holds_more_than_max_batch_size_rows() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    async with Batcher(engine, max_batch_size=2, batching="continuous") as batcher:
+        gens = [submit(batcher, f"r{i}", SamplingParams(max_tokens=20)) for i in range(3)]
+        await anext(gens[0])
+        assert batcher.queue_depth == 1
+        await asyncio.gather(*(g.collect() for g in gens))
+    assert engine.batches == [["r0", "r1"], ["r2"]]
+
+
+async def test_continuous_survives_an_engine_failure() -> None:
+    engine = FakeEngine()
+    engine.fail_next = RuntimeError("boom")
+    async with Batcher(engine, max_batch_size=4, batching="continuous") as batcher:
+        with pytest.raises(EngineFailed, match="boom"):
+            await submit(batcher, "first").collect()
+        after = await submit(batcher, "after").collect()
+    assert after.finish_reason == "length"
+
+
+async def test_continuous_drain_finishes_running_rows() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    batcher = Batcher(engine, max_batch_size=1, batching="continuous", drain_timeout_s=5)
+    await batcher.__aenter__()
+    gens = [submit(batcher, f"r{i}", SamplingParams(max_tokens=10)) for i in range(2)]
+    await anext(gens[0])
+    exiting = asyncio.create_task(batcher.__aexit__(None, None, None))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ShuttingDown):
+        submit(batcher, "late")
+    results = await asyncio.gather(*(g.collect() for g in gens))
+    await exiting
+    assert [r.completion_tokens for r in results] == [10, 10]
+
+
+def test_continuous_needs_an_engine_that_supports_it() -> None:
+    class WindowOnly:
+        run_batch = FakeEngine.run_batch
+
+    with pytest.raises(ValueError, match="run_continuous"):
+        Batcher(WindowOnly(), batching="continuous")  # type: ignore[arg-type]

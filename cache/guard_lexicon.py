@@ -492,7 +492,7 @@ DROPPABLE_CLASSES: Final = MappingProxyType(
         "context": _words(
             """
             app application project code program script new available order place placed
-            submit submitted convert item items product products http url
+            submit submitted convert item items product products
             accept contain forgot
             """
         ),
@@ -504,9 +504,7 @@ DROPPABLE: Final = frozenset().union(*DROPPABLE_CLASSES.values())
 # Canonical forms of general synonyms (applied per word, after shorthand expansion).
 SYNONYMS: Final = _table(
     {
-        **dict.fromkeys(
-            ["ship", "deliver", "delivery", "shipping", "shipment", "delivered"], "ship"
-        ),
+        **dict.fromkeys(["ship", "deliver", "delivery", "shipping", "shipment"], "ship"),
         **dict.fromkeys(["buy", "purchase", "bought", "purchased", "purchases"], "buy"),
         **dict.fromkeys(["price", "cost", "pricing", "costs", "priced"], "price"),
         **dict.fromkeys(["coupon", "promo", "voucher", "promotional"], "coupon"),
@@ -531,7 +529,7 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["dict", "dicts", "dictionary", "dictionaries"], "dict"),
         **dict.fromkeys(["str", "string", "strings", "text"], "string"),
         **dict.fromkeys(["int", "integer", "integers", "ints"], "integer"),
-        **dict.fromkeys(["func", "function", "functions", "fn", "method"], "function"),
+        **dict.fromkeys(["func", "function", "functions", "fn"], "function"),
         **dict.fromkeys(["var", "vars", "variable", "variables"], "variable"),
         **dict.fromkeys(["env", "environment"], "environment"),
         **dict.fromkeys(["config", "configuration", "conf", "settings", "setting"], "config"),
@@ -545,29 +543,30 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["resp", "response"], "response"),
         **dict.fromkeys(["auth", "authentication"], "authentication"),
         **dict.fromkeys(["pkg", "package", "lib", "library", "libraries"], "package"),
-        **dict.fromkeys(["cli", "terminal", "shell", "console"], "terminal"),
+        **dict.fromkeys(["cli", "terminal"], "terminal"),
         **dict.fromkeys(["phone", "smartphone", "cellphone", "mobile"], "phone"),
         **dict.fromkeys(["tv", "television", "telly"], "tv"),
-        **dict.fromkeys(["laptop", "notebook"], "laptop"),
-        **dict.fromkeys(["headphone", "headphones", "headset", "earphones"], "headphones"),
+        **dict.fromkeys(["laptop", "laptops"], "laptop"),
+        **dict.fromkeys(["headphone", "headphones"], "headphones"),
         **dict.fromkeys(["human", "person", "agent", "representative", "rep"], "human"),
         **dict.fromkeys(["talk", "speak", "chat", "chatting"], "talk"),
         **dict.fromkeys(["bot", "robot", "chatbot", "ai"], "bot"),
-        **dict.fromkeys(["mail", "email", "emails"], "email"),
+        **dict.fromkeys(["email", "emails"], "email"),
         **dict.fromkeys(["fix", "solve", "resolve", "repair"], "fix"),
         **dict.fromkeys(["issue", "problem", "trouble"], "problem"),
-        **dict.fromkeys(["broken", "damaged", "defective", "faulty", "broke"], "broken"),
+        **dict.fromkeys(["broken", "damaged", "broke"], "broken"),
         **dict.fromkeys(["merge", "combine"], "merge"),
-        **dict.fromkeys(["check", "verify", "determine", "see"], "check"),
+        **dict.fromkeys(["check", "determine", "see"], "check"),
         **dict.fromkeys(["contain", "contains", "exist", "exists", "include"], "contain"),
         **dict.fromkeys(["included", "includes"], "contain"),
         **dict.fromkeys(["custom", "own", "customize", "customise", "customized"], "custom"),
         **dict.fromkeys(["installments", "instalments", "installment", "financing"], "finance"),
         **dict.fromkeys(["thank"], "thanks"),
+        **dict.fromkeys(["delivered"], "delivered"),
         **dict.fromkeys(["reach"], "contact"),
         **dict.fromkeys(["basket", "cart"], "cart"),
         **dict.fromkeys(["parcel", "parcels"], "package"),
-        **dict.fromkeys(["guarantee", "warranty", "warranties"], "warranty"),
+        **dict.fromkeys(["warranty", "warranties"], "warranty"),
         **dict.fromkeys(["shop", "store"], "store"),
         **dict.fromkeys(["into"], "to"),
         **dict.fromkeys(["turn", "transform", "cast"], "convert"),
@@ -676,7 +675,7 @@ ANTONYM_PAIRS: Final = _pairs(
     inside/outside stdin/stdout stdout/stderr stdin/stderr
     development/production dev/prod staging/production test/production
     http/https dark/bright did/will was/will were/will
-    all/one all/single all/none all/some for/while to/from into/from
+    all/one all/single all/none all/some all/this for/while to/from into/from new/existing
     """
 )
 

@@ -351,7 +351,7 @@ def read_question(text: str) -> Reading:
         if i in used:
             continue
         c = lex.SYNONYMS.get(w)
-        if c is None and w.endswith(("s", "ed", "ing")):
+        if c is None and w.endswith(("s", "ed", "ing")) and w not in lex.STOPWORDS:
             base = stem(w)
             c = lex.SYNONYMS.get(base, _STEM_SYNONYMS.get(base))
         if c is None:

@@ -141,7 +141,12 @@ async def chat_completions(request: Request) -> Response:
     service = _service(request)
     req = parse_request(await request.body(), ChatCompletionRequest)
     service.check_model(req.model)
-    ids = service.engine.encode_chat(req.message_dicts())
+    try:
+        ids = service.engine.encode_chat(req.message_dicts())
+    except Exception as exc:  # the model's own chat template refuses these messages
+        raise InvalidRequest(
+            f"The model's chat template cannot render these messages: {exc}", param="messages"
+        ) from exc
     budget = service.fit_context(len(ids), req.requested_max_tokens(), param="messages")
     return await _serve(
         request,

@@ -44,6 +44,8 @@ class FakeEngine:
         return [ord(c) % 256 for c in prompt]
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        if any(m["role"] == "tool" for m in messages):
+            raise ValueError("this template has no tool role")  # as a real template may
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
         return self.encode_prompt(text)
 

@@ -184,6 +184,8 @@ async def test_completion_stream_without_usage() -> None:
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
          "messages.0.content.0.type", None),
+        ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, 400,
+         "messages", None),
         ("/v1/nothing", {}, 404, None, "not_found"),
     ],
 )  # fmt: skip

@@ -167,14 +167,14 @@ PHRASES: Final = _table(
         "virtual environment": "venv",
         "virtualenv": "venv",
         "how-to": "how",
-        "need to": "",
-        "needs to": "",
+        "need to": "must",
+        "needs to": "must",
         "want to": "",
         "wants to": "",
         "would like to": "",
         "like to": "",
-        "have to": "",
-        "has to": "",
+        "have to": "must",
+        "has to": "must",
         "how big": "size",
         "how large": "size",
         "how heavy": "weight",
@@ -563,6 +563,7 @@ SYNONYMS: Final = _table(
         **dict.fromkeys(["installments", "instalments", "installment", "financing"], "finance"),
         **dict.fromkeys(["thank"], "thanks"),
         **dict.fromkeys(["delivered"], "delivered"),
+        **dict.fromkeys(["need", "needs"], "must"),
         **dict.fromkeys(["reach"], "contact"),
         **dict.fromkeys(["basket", "cart"], "cart"),
         **dict.fromkeys(["parcel", "parcels"], "package"),
@@ -675,7 +676,8 @@ ANTONYM_PAIRS: Final = _pairs(
     inside/outside stdin/stdout stdout/stderr stdin/stderr
     development/production dev/prod staging/production test/production
     http/https dark/bright did/will was/will were/will
-    all/one all/single all/none all/some all/this for/while to/from into/from new/existing
+    all/one all/single all/none all/some all/this both/either both/one and/or must/can
+    should/can for/while to/from into/from new/existing
     """
 )
 

@@ -84,6 +84,13 @@ NEAR_MISSES = {
         ("How do I add a header to every response?", "How do I add a header to one response?"),
         ("How do I write a for loop?", "How do I write a while loop?"),
     ],
+    "obligation, state and quantity": [
+        ("Do I have to sign in to order?", "Can I sign in to order?"),
+        ("Can I use both coupons?", "Can I use either coupon?"),
+        ("Has my order shipped?", "Has my order been delivered?"),
+        ("How do I add a column to an existing table?", "How do I add a column to a new table?"),
+        ("Where is my order?", "Where is your order?"),
+    ],
     "added qualifier": [
         ("Is the Pixel 9 in stock?", "Is the Pixel 9 Pro in stock?"),
         ("How do I list the tables?", "How do I list the empty tables?"),
@@ -109,6 +116,7 @@ PARAPHRASES = [
         "could u tell me how i can unsubscribe from the newsletter",
     ),
     ("I can't remember my password", "I forgot my password"),
+    ("Do I need an account to check out?", "do i have to make an account to checkout"),
 ]
 
 

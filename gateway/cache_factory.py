@@ -44,6 +44,7 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         similarity_threshold=settings.semantic_threshold,
         semantic_enabled=settings.semantic,
         op_timeout_s=settings.redis_timeout_s,
+        embed_timeout_s=settings.embed_timeout_s,
         **options,
     )
     try:

@@ -54,6 +54,9 @@ class GatewaySettings(BaseSettings):
     embedding_model: str | None = Field(
         default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
     )
+    embed_timeout_s: float = Field(
+        default=1.0, description="A semantic lookup waiting longer for its embedding misses."
+    )
     cache_max_entries: int | None = Field(
         default=None, description="Entries kept per tenant (LRU out); unset = cache default."
     )

@@ -106,6 +106,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 ",".join(f"{key}={tenant}" for tenant, key in KEYS.items()),
                 "--log-level",
                 "warning",
+                # Generous limits: the test asserts behaviour, and test machines are often busy.
+                "--embed-timeout-s",
+                "30",
+                "--redis-timeout-s",
+                "2",
             ],
             log,
         )

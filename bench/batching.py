@@ -417,7 +417,7 @@ def markdown(results: Sequence[Result], labels: Sequence[str], args: argparse.Na
         f"then a burst of {args.burst} at once. Rates past twice the first saturated rate are "
         "skipped. Mean batch is from the backend's `sluice_backend_batch_size`. "
         f"Torch threads per backend: {args.torch_threads or 'torch default'}; the load "
-        "generator runs on the same machine.",
+        "generator runs on the same machine. " + args.load_note,
         "",
         *summary(results, labels),
         "",
@@ -470,8 +470,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     servers = [by_key[k] for k in keys]
     print(HEADER)
     results: list[Result] = []
+    loads = [os.getloadavg()[0]]
     for server in servers:
         results += asyncio.run(bench_server(server, args))
+        loads.append(os.getloadavg()[0])
+    args.load_note = (
+        f"1-minute load average before and after each server: "
+        f"{' / '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores "
+        "(above the core count means other work shared the machine)."
+    )
+    print(args.load_note)
     labels = [s.label for s in servers]
     print()
     print("\n".join(summary(results, labels)))

@@ -367,8 +367,7 @@ def _backend_requests(url: str) -> float:
 # ---------------------------------------------------------------- report
 
 
-def render(hits: list[dict[str, float]], misses: dict[str, dict[str, float]],
-           zipf: dict[str, Any], model: str) -> str:  # fmt: skip
+def render_hits(hits: list[dict[str, float]]) -> list[str]:
     lines = [
         "**Cache-hit serving** (exact hits only, one uvicorn worker, keep-alive HTTP/1.1 "
         "clients in the same process; targets: p50 < 2 ms at 1 client, > 1,500 req/s at 32)",
@@ -379,11 +378,13 @@ def render(hits: list[dict[str, float]], misses: dict[str, dict[str, float]],
     for row in hits:
         lines.append(
             f"| {row['clients']:.0f} | {row['requests']:.0f} | {row['hit_share']:.1%} | "
-            f"{row['rps']:,.0f} | "
-            f"{row['p50']:.2f} | {row['p99']:.2f} |"
+            f"{row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def render_misses(misses: dict[str, dict[str, float]], model: str) -> list[str]:
+    lines = [
         f"**Miss overhead** (unique questions one at a time, backend `{model}` preset with "
         "max_tokens=1; overhead = p50 minus the backend's own p50; target < 3 ms)",
         "",
@@ -394,9 +395,12 @@ def render(hits: list[dict[str, float]], misses: dict[str, dict[str, float]],
         lines.append(
             f"| {name} | {row['p50']:.2f} | {row['p99']:.2f} | {row['overhead_p50']:+.2f} |"
         )
+    return lines
+
+
+def render_zipf(zipf: dict[str, Any]) -> list[str]:
     out = zipf["outcomes"]
-    lines += [
-        "",
+    return [
         f"**Mixed workload**: {zipf['requests']} support questions drawn Zipf(1.0) from "
         f"{len(TASKS)} tasks, each asked in one of {len(FORMS)} phrasings, 8 concurrent clients, "
         f"{zipf['seconds']:.1f} s.",
@@ -412,35 +416,45 @@ def render(hits: list[dict[str, float]], misses: dict[str, dict[str, float]],
         f"| ceiling for a perfect meaning match (repeats of the same task) | "
         f"{zipf['meaning_ceiling']:.1%} |",
     ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run; does not write docs")
+    parser.add_argument(
+        "--only", choices=("hits", "misses", "zipf"), help="one part only; does not write docs"
+    )
     parser.add_argument("--model", default="demo", help="backend model preset or path")
     args = parser.parse_args(argv)
     seconds, rounds, requests = (2.0, 15, 200) if args.quick else (8.0, 60, 1000)
+    parts = [args.only] if args.only else ["hits", "misses", "zipf"]
     with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
         log_path = log.name
+    lines: list[str] = []
     try:
         with services(args.model, log_path) as svc:
-            hits = asyncio.run(hit_serving(svc, args.model, seconds))
-            misses = asyncio.run(miss_overhead(svc, args.model, rounds))
-            zipf = asyncio.run(zipf_workload(svc, args.model, requests, 8))
+            if "hits" in parts:
+                lines += [*render_hits(asyncio.run(hit_serving(svc, args.model, seconds))), ""]
+            if "misses" in parts:
+                misses = asyncio.run(miss_overhead(svc, args.model, rounds))
+                lines += [*render_misses(misses, args.model), ""]
+            if "zipf" in parts:
+                lines += render_zipf(asyncio.run(zipf_workload(svc, args.model, requests, 8)))
+                lines += [""]
     except Exception:
         with open(log_path) as log_file:
             print(log_file.read()[-3000:], file=sys.stderr)
         raise
+    os.unlink(log_path)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    markdown = render(hits, misses, zipf, args.model)
-    markdown += (
-        f"\n\nLoad average (1, 5, 15 min) at the end of the run: {load} on "
+    lines.append(
+        f"Load average (1, 5, 15 min) at the end of the run: {load} on "
         f"{os.cpu_count()} cores; the client, the gateways, the backend and Redis share them."
     )
+    markdown = "\n".join(lines)
     print(markdown)
-    print(f"\nReproduce: .venv/bin/python bench/gateway.py{' --quick' if args.quick else ''}")
-    if not args.quick:
+    print(f"\nReproduce: .venv/bin/python {' '.join(['bench/gateway.py', *sys.argv[1:]])}")
+    if not args.quick and not args.only:
         write_section("gateway", markdown)
     return 0
 

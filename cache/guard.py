@@ -40,12 +40,13 @@ def _opposites() -> dict[str, frozenset[str]]:
 
 
 _OPPOSITES = MappingProxyType(_opposites())
-# Which kinds of question one answer can serve: "how do I" and "what's the way to" and
-# "where can I find" ask for the same steps; "why", "who" and yes/no questions stand alone.
+# Which kinds of question one answer can serve ("what's the way to" was already read as
+# "how to"): "how do I" and "where can I" ask for the same steps, "what is X" does not;
+# "why", "who" and yes/no questions stand alone.
 _COMPATIBLE_FORMS = MappingProxyType(
     {
-        "what": frozenset({"what", "how", "quantity", "where"}),
-        "how": frozenset({"how", "what", "where"}),
+        "what": frozenset({"what", "quantity", "where"}),
+        "how": frozenset({"how", "where"}),
         "quantity": frozenset({"quantity", "what", "when"}),
         "when": frozenset({"when", "quantity"}),
         "where": frozenset({"where", "what", "how"}),

@@ -69,6 +69,7 @@ _SUBJECTS = frozenset(
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself"})
 _SECOND_PERSON = frozenset({"you", "your", "yours", "yourself"})
 _TIME_NOUNS = frozenset({"time", "day", "date", "hour", "hours", "year", "month", "days"})
+_MEASURES = frozenset({"duration", "size", "weight", "speed", "distance", "height", "width", "age"})
 _EXPLAIN = frozenset({"explain", "describe", "explained", "meaning"})
 _PROCEDURE_NOUNS = frozenset(
     {"way", "command", "method", "function", "option", "setting", "flag", "tool", "shortcut"}
@@ -263,6 +264,8 @@ def question_form(tokens: list[str]) -> str | None:
         if at_start and w in _LEADING_FILLERS:
             continue
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if at_start and w in _MEASURES:  # "how long" and "how big" were rewritten
+            return "quantity"
         form = _WH_FORMS.get(w)
         embedded = i > 0 and tokens[i - 1] in _EMBEDDERS
         if form is not None and (embedded or (at_start and nxt not in _SUBJECTS)):
@@ -339,9 +342,9 @@ def read_question(text: str) -> Reading:
             lowered.extend(_expand_word(p) if kind == "word" else [p])
         sentence_start = False
 
-    form = question_form(lowered)
-    text_low = " ".join(w for w in lowered if w != "|")
-    words = [w for w in _phrases(text_low).split() if w]
+    marked = _phrases(" ".join(lowered)).split()
+    form = question_form(marked)
+    words = [w for w in marked if w != "|"]
     entities.update(w for w in words if w in lex.KNOWN_ENTITIES)
 
     numbers, used = _numbers(words)

@@ -78,6 +78,7 @@ NEAR_MISSES = {
         ("Is the Steam Deck in stock?", "When will the Steam Deck be in stock?"),
         ("What is a context manager?", "Why would I use a context manager?"),
         ("How are you?", "Who are you?"),
+        ("What is a lockfile?", "whats the command to make a lockfile"),
         ("What can you do?", "What can I do?"),
     ],
     "quantifiers and keywords": [

@@ -92,7 +92,9 @@ async def test_outage_gives_misses_one_warning_and_recovery(
         similarity_threshold=0.9,
     ) as cache:
         assert await cache.store("ns", "chat", body, answer("x")) is not None
+        assert await cache.store("ns", "chat", chat("lost in the outage"), answer("z"))
         assert await cache.lookup("ns", "chat", body) is not None
+        assert len(cache.index) == 2
 
         server.stop()
         caplog.clear()
@@ -121,6 +123,11 @@ async def test_outage_gives_misses_one_warning_and_recovery(
             hit = await cache.lookup("ns", "chat", body)
             assert hit is not None and hit.response["choices"][0]["message"]["content"] == "again"
         assert any("back" in r.getMessage() for r in caplog.records)
+        # The new server is empty: the index is rebuilt from it, dropping the lost entry.
+        deadline = time.monotonic() + 3
+        while len(cache.index) != 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(cache.index) == 1
     await client.aclose()
 
 

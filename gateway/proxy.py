@@ -16,6 +16,7 @@ import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from cache.response_cache import CacheHit, Endpoint
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
@@ -301,46 +302,78 @@ async def _stream_upstream(
             media_type=response.headers.get("content-type", JSON),
             headers=_headers(outcome),
         )
-    relay = _relay(call, outcome, flight, opened, response, strip_usage=strip_usage)
-    return StreamingResponse(relay, media_type=SSE, headers=_headers(outcome))
+    relay = _Relay(call, outcome, flight, opened, response, strip_usage=strip_usage)
+    return _RelayResponse(relay)
 
 
-async def _relay(
-    call: _Call,
-    outcome: Outcome,
-    flight: asyncio.Future[dict[str, Any] | None] | None,
-    opened: AbstractAsyncContextManager[httpx.Response],
-    response: httpx.Response,
-    *,
-    strip_usage: bool,
-) -> AsyncIterator[bytes]:
-    """Passes upstream events through as they come, assembling the answer to store at the end."""
-    assembler = StreamAssembler(call.endpoint)
-    answer: dict[str, Any] | None = None
-    final: Outcome = "error"
-    try:
+class _Relay:
+    """Passes upstream events through as they come, assembling the answer to store at the end.
+
+    `close` runs exactly once, whether the stream ended, broke, or was never started because
+    the client left first: it frees the upstream connection and settles the flight, so no
+    follower waits forever.
+    """
+
+    def __init__(
+        self,
+        call: _Call,
+        outcome: Outcome,
+        flight: asyncio.Future[dict[str, Any] | None] | None,
+        opened: AbstractAsyncContextManager[httpx.Response],
+        response: httpx.Response,
+        *,
+        strip_usage: bool,
+    ) -> None:
+        self._call, self.outcome, self._flight = call, outcome, flight
+        self._opened, self._response = opened, response
+        self._strip_usage = strip_usage
+        self._answer: dict[str, Any] | None = None
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[bytes]:
+        assembler = StreamAssembler(self._call.endpoint)
         try:
-            async for raw, data in iter_events(response.aiter_raw()):
+            async for raw, data in iter_events(self._response.aiter_raw()):
                 if data is not None:
                     chunk = assembler.feed(data)
                     usage_only = (
                         chunk is not None and chunk.get("usage") and not chunk.get("choices")
                     )
-                    if strip_usage and usage_only:
+                    if self._strip_usage and usage_only:
                         continue
                 yield raw
         except httpx.HTTPError as exc:
-            call.svc.metrics.upstream_errors.labels("stream_cut").inc()
+            self._call.svc.metrics.upstream_errors.labels("stream_cut").inc()
             message = f"The upstream stream broke off ({type(exc).__name__})."
             yield event(error_body(message, error_type="server_error", code="upstream_stream_cut"))
+        else:
+            self._answer = assembler.result()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
             return
-        answer = assembler.result()
-        final = outcome if answer is not None else "error"
-    finally:
+        self._closed = True
         with anyio.CancelScope(shield=True):
-            await opened.__aexit__(None, None, None)
-        _settle(call, flight, answer)
-        call.finish(final, 200, answer=answer)
+            await self._opened.__aexit__(None, None, None)
+        _settle(self._call, self._flight, self._answer)
+        final: Outcome = self.outcome if self._answer is not None else "error"
+        self._call.finish(final, 200, answer=self._answer)
+
+
+class _RelayResponse(StreamingResponse):
+    """A streamed miss whose relay is closed however the response ends."""
+
+    def __init__(self, relay: _Relay) -> None:
+        super().__init__(relay.events(), media_type=SSE, headers=_headers(relay.outcome))
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._relay.close()
 
 
 async def chat_completions(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -400,3 +401,45 @@ async def test_real_cache_with_redis_unreachable_fails_soft(make_stack: Any) -> 
             assert stats.status_code == 200
             assert stats.json()["gateway"]["since_start"]["overall"]["misses"] == 4
     await redis.aclose()
+
+
+async def test_client_gone_before_the_stream_starts_leaves_nothing_hanging() -> None:
+    """The response's first send fails: the upstream stream is closed and the flight settled."""
+    from starlette.requests import ClientDisconnect
+
+    from gateway.app import create_app
+    from gateway.services import Services
+    from gateway.settings import GatewaySettings
+    from tests.gateway.fakes import FakeResponseCache, UpstreamControl, fake_upstream, serving
+
+    control = UpstreamControl()
+    async with serving(fake_upstream(control)) as upstream_url:
+        app = create_app(GatewaySettings(upstreams=[upstream_url]), cache=FakeResponseCache())
+        async with app.router.lifespan_context(app) as state:
+            body = json.dumps(_ask("gone early", stream=True)).encode()
+            scope = {
+                "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1", "method": "POST", "scheme": "http",
+                "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 2), "state": dict(state),
+                "headers": [(b"content-type", b"application/json")],
+            }  # fmt: skip
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.sleep(3600)
+                return {"type": "http.disconnect"}
+
+            async def send(message: Any) -> None:
+                raise OSError("client went away")
+
+            with pytest.raises(ClientDisconnect):
+                await app(scope, receive, send)
+            services: Services = state["services"]
+            assert len(services.flights) == 0
+            assert services.upstream.outstanding() == {upstream_url: 0}
+            since = services.stats.snapshot()["since_start"]["overall"]
+            assert since["errors"] == 1

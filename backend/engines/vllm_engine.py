@@ -175,6 +175,8 @@ class VllmEngine:
         """Passes rows to vLLM as they arrive (at most `max_rows` live); vLLM schedules steps."""
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
+        # Rows past vLLM's own limit would only queue inside vLLM, out of the batcher's bounds.
+        max_rows = min(max_rows, self._max_num_seqs)
         stepped = threading.Event()
         live: set[str] = set()
         lock = threading.Lock()

@@ -65,7 +65,17 @@ def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
     rows = [_row("overall", data.get("overall", {}))]
     rows += [_row(f"tenant {t}", s) for t, s in data.get("per_tenant", {}).items()]
     rows += [_row(f"model {m}", s) for m, s in data.get("per_model", {}).items()]
-    parts = [f"Requests ({window.replace('_', ' ')}, this gateway)", _grid(header, rows)]
+    windows = [
+        _row(name.replace("_", " "), gateway.get(name, {}).get("overall", {}))
+        for name in ("last_minute", "last_hour", "since_start")
+    ]
+    parts = [
+        "All requests (this gateway)",
+        _grid(header, windows),
+        "",
+        f"By tenant and model ({window.replace('_', ' ')})",
+        _grid(header, rows),
+    ]
     backends = stats.get("backends", {})
     if backends:
         b_header = ["backend", "up", "outstanding", "queue", "batches", "mean batch",

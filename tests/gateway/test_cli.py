@@ -50,6 +50,11 @@ def test_stats_table_shows_overall_tenants_and_models() -> None:
     assert overall.split()[1:4] == ["2", "1", "0"]
     assert "50.0%" in overall and "12" in overall
     assert any(line.startswith("tenant acme") for line in lines)
+    assert [line.split()[:3] for line in lines if line.startswith(("last", "since"))] == [
+        ["last", "minute", "2"],
+        ["last", "hour", "2"],
+        ["since", "start", "2"],
+    ]
     assert any(line.startswith("model m1") for line in lines)
 
 

@@ -191,7 +191,12 @@ class ResponseCache:
             return CacheHit(kind="exact", entry_id=entry_id, response=response)
         if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
             return None
-        return await self._semantic_lookup(namespace, endpoint, body)
+        try:
+            return await self._semantic_lookup(namespace, endpoint, body)
+        except Exception:
+            # A fault in the embedder, index or guard costs one model call, not the request.
+            self.logger.exception("cache: semantic lookup failed; treated as a miss")
+            return None
 
     async def _semantic_lookup(
         self, namespace: str, endpoint: Endpoint, body: dict[str, Any]

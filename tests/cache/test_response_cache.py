@@ -246,3 +246,12 @@ async def test_failure_while_fetching_candidates_is_a_miss(make_cache: CacheFact
     cache.entries_store.candidates = broken  # type: ignore[assignment,method-assign]
     assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None
     assert not cache.failopen.healthy
+
+
+async def test_a_failing_guard_is_a_miss_not_an_error(make_cache: CacheFactory) -> None:
+    def guard(cached: str, new: str) -> bool:
+        raise ValueError("guard bug")
+
+    cache = await make_cache(similarity_threshold=0.5, guard=guard)
+    await cache.store("ns", "chat", chat("flights to Paris"), answer("A"))
+    assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None

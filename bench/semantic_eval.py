@@ -80,17 +80,74 @@ def load_pairs(path: Path) -> list[Pair]:
         return [Pair(**json.loads(line)) for line in f if line.strip()]
 
 
-def cosines(pairs: Sequence[Pair], model_path: str | None = None) -> FloatArray:
-    """Cosine similarity of each pair's questions, embedded as the cache embeds them."""
+Vectors = dict[str, npt.NDArray[np.float32]]
+
+
+def embed(pairs: Sequence[Pair], model_path: str | None = None) -> Vectors:
+    """Unit vectors of every question, embedded as the cache embeds them."""
     from cache.embedder import SentenceTransformerEncoder
 
     encoder = SentenceTransformerEncoder(model_path)
     texts = sorted({p.a for p in pairs} | {p.b for p in pairs}, key=len)
-    row: dict[str, npt.NDArray[np.float32]] = {}
+    row: Vectors = {}
     for start in range(0, len(texts), 64):  # similar lengths together: little padding
         chunk = texts[start : start + 64]
         row.update(zip(chunk, encoder.encode(chunk), strict=True))
+    return row
+
+
+def cosines(
+    pairs: Sequence[Pair], model_path: str | None = None, vectors: Vectors | None = None
+) -> FloatArray:
+    """Cosine similarity of each pair's questions."""
+    row = vectors if vectors is not None else embed(pairs, model_path)
     return np.array([float(row[p.a] @ row[p.b]) for p in pairs])
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A cache holding every cached question, asked every new question."""
+
+    questions: int
+    served: int
+    right: int  # a labelled paraphrase, or the very same text
+    wrong: int  # a pair labelled as needing another answer
+    unlabelled: list[tuple[float, str, str]]  # served from a pair nobody labelled
+
+
+def retrieval(pairs: Sequence[Pair], vectors: Vectors, d: Defaults, k: int = 4) -> Retrieval:
+    """Like the cache: the k nearest cached questions above the threshold, best first, and
+    the first one the guard allows is served."""
+    cached = sorted({p.a for p in pairs})
+    new = sorted({p.b for p in pairs})
+    label = {(p.a, p.b): p.label for p in pairs}
+    sims = np.stack([vectors[q] for q in new]) @ np.stack([vectors[c] for c in cached]).T
+    served = right = wrong = 0
+    unlabelled: list[tuple[float, str, str]] = []
+    for j, question in enumerate(new):
+        for i in np.argsort(-sims[j])[:k]:
+            sim = float(sims[j, i])
+            if sim < d.threshold:
+                break
+            candidate = cached[i]
+            verdict = guard_check(
+                candidate,
+                question,
+                similarity=sim,
+                reworded_min_similarity=d.reworded_min_similarity,
+            )
+            if not verdict.allowed:
+                continue
+            served += 1
+            known = label.get((candidate, question))
+            if known == 1 or candidate == question:
+                right += 1
+            elif known == 0:
+                wrong += 1
+            else:
+                unlabelled.append((sim, candidate, question))
+            break
+    return Retrieval(len(new), served, right, wrong, unlabelled)
 
 
 def score(pairs: Sequence[Pair], cos: FloatArray) -> Scored:
@@ -241,6 +298,7 @@ def report(
     holdout: Scored | None,
     latency: tuple[float, float],
     png: Path,
+    pool: Retrieval | None = None,
 ) -> str:
     kinds = np.array([p.kind for p in dev.pairs])
     medians = {k: statistics.median(dev.cos[kinds == k]) for k in KINDS}
@@ -310,6 +368,16 @@ def report(
             + ", ".join(f"{k} {pk[k][0]}/{pk[k][1]}" for k in KINDS)
             + " accepted.",
         ]
+    if pool is not None:
+        lines += [
+            "",
+            f"As a cache would use it (every cached question of both files in one index, each "
+            f"of the {pool.questions} new questions looked up: the 4 nearest above the "
+            f"threshold, best first, the first the guard allows is served): {pool.served} "
+            f"served, {pool.right} from a labelled paraphrase or the same text, {pool.wrong} "
+            f"from a pair labelled as needing another answer, {len(pool.unlabelled)} from "
+            "pairs nobody labelled (the script lists them to check by eye).",
+        ]
     cold, warm = latency
     lines += [
         "",
@@ -332,15 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pairs = load_pairs(args.data)
     extra = load_pairs(args.holdout) if args.holdout and args.holdout.exists() else []
-    cos = cosines([*pairs, *extra], args.model)
+    vectors = embed([*pairs, *extra], args.model)
+    cos = cosines([*pairs, *extra], vectors=vectors)
     dev = score(pairs, cos[: len(pairs)])
     holdout = score(extra, cos[len(pairs) :]) if extra else None
     d = select_defaults(dev)
     cv = cross_validate(dev)
     latency = guard_latency_us(pairs)
     plot(dev, d, args.png)
-    body = report(dev, d, cv, holdout, latency, args.png)
+    pool = retrieval([*pairs, *extra], vectors, d)
+    body = report(dev, d, cv, holdout, latency, args.png, pool)
     print(body)
+    print("\nServed from pairs nobody labelled (check by eye):")
+    for sim, cached_q, new_q in sorted(pool.unlabelled, reverse=True):
+        print(f"  {sim:.3f}  {cached_q!r} -> {new_q!r}")
     print(f"\nDEFAULT_SIMILARITY_THRESHOLD = {d.threshold:.2f}")
     print(f"DEFAULT_REWORDED_MIN_SIMILARITY = {d.reworded_min_similarity:.2f}")
     print("Reproduce: python " + " ".join(["bench/semantic_eval.py", *(argv or sys.argv[1:])]))

@@ -361,6 +361,10 @@ def read_question(text: str) -> Reading:
             c = w
         if c:
             canon.append(c)
+    # "a list of lists" is not "a list": the nesting is a word of its own.
+    for i in range(len(canon) - 2):
+        if canon[i + 1] == "of" and stem(canon[i]) == stem(canon[i + 2]):
+            canon.append("nested")
     negations = sum(1 for w in canon if w in lex.NEGATORS or w in lex.NEGATIVE_VERBS)
     content = tuple(
         stem(w)

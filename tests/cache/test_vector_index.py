@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
-from cache.hnsw import hnswlib_available
 from cache.vector_index import ScopedIndex
 from tests.cache.fakes import DIM, bag_of_words
 
@@ -63,7 +61,6 @@ def _wait_for_graph(index: ScopedIndex) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.skipif(not hnswlib_available(), reason="hnswlib not installed")
 def test_large_partition_switches_to_hnsw_without_losing_changes() -> None:
     index = ScopedIndex(DIM, hnsw_min_entries=200)
     vectors = _random_unit(400, 1)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from cache import guard_cues as cues
 from cache import guard_lexicon as lex
 from cache.guard_text import Number, Reading, is_known_word, read_question, stem
 from cache.semantic_defaults import DEFAULT_REWORDED_MIN_SIMILARITY
@@ -32,7 +33,7 @@ _DROPPABLE_STEMS = MappingProxyType(
 
 def _opposites() -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
-    for x, y in lex.ANTONYM_PAIRS:
+    for x, y in cues.ANTONYM_PAIRS:
         x, y = lex.SYNONYMS.get(x, x) or x, lex.SYNONYMS.get(y, y) or y
         out.setdefault(x, set()).add(y)
         out.setdefault(y, set()).add(x)
@@ -230,16 +231,16 @@ def _form(a: Reading, b: Reading) -> str | None:
 
 
 def _times(a: Reading, b: Reading) -> str | None:
-    ta = {w for w in a.words if w in lex.TIME_WORDS}
-    tb = {w for w in b.words if w in lex.TIME_WORDS}
+    ta = {w for w in a.words if w in cues.TIME_WORDS}
+    tb = {w for w in b.words if w in cues.TIME_WORDS}
     if ta != tb and (ta or tb):
         return f"time differs: {_fmt(ta)} vs {_fmt(tb)}"
     return None
 
 
 def _comparatives(a: Reading, b: Reading) -> str | None:
-    ca = {w for w in a.words if w in lex.COMPARATIVES}
-    cb = {w for w in b.words if w in lex.COMPARATIVES}
+    ca = {w for w in a.words if w in cues.COMPARATIVES}
+    cb = {w for w in b.words if w in cues.COMPARATIVES}
     if ca != cb:
         return f"comparison differs: {_fmt(ca)} vs {_fmt(cb)}"
     return None
@@ -251,7 +252,7 @@ def _sides(r: Reading, i: int, width: int = 3) -> tuple[set[str], set[str]]:
     def pick(ws: Iterable[str]) -> set[str]:
         out: list[str] = []
         for w in ws:
-            if w in lex.ROLE_CONNECTORS or len(out) >= width:
+            if w in cues.ROLE_CONNECTORS or len(out) >= width:
                 break
             if w not in lex.STOPWORDS and w not in lex.DROPPABLE:
                 out.append(stem(w))
@@ -262,7 +263,7 @@ def _sides(r: Reading, i: int, width: int = 3) -> tuple[set[str], set[str]]:
 
 def _is_connector(r: Reading, i: int) -> bool:
     w = r.words[i]
-    if w not in lex.ROLE_CONNECTORS or w in lex.SYMMETRIC_CONNECTORS:
+    if w not in cues.ROLE_CONNECTORS or w in cues.SYMMETRIC_CONNECTORS:
         return False
     # "how to X", "want to X": an infinitive, not a direction.
     return not (w == "to" and i > 0 and r.words[i - 1] in _INFINITIVE_LEADS)

@@ -13,6 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from cache import guard_cues as cues
 from cache import guard_lexicon as lex
 
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": " , ", "–": " , "})
@@ -35,7 +36,7 @@ _PHRASE_RE = re.compile(
     r"(?<![\w'])(" + "|".join(re.escape(k) for k in _PHRASE_KEYS) + r")(?![\w'])"
 )
 _STATUS_RE = re.compile(
-    r"(?<![\w'])(" + "|".join(re.escape(k) for k in lex.STATUS_PHRASES) + r")(?![\w'])"
+    r"(?<![\w'])(" + "|".join(re.escape(k) for k in cues.STATUS_PHRASES) + r")(?![\w'])"
 )
 _CLAUSE_ENDS = frozenset(".?!;,:")
 _WH_FORMS = MappingProxyType(
@@ -229,13 +230,13 @@ def _numbers(words: list[str]) -> tuple[list[Number], set[int]]:
         if m:
             value, suffix = m.group(1).replace(",", ""), m.group(2)
             if suffix:
-                if suffix not in lex.UNITS:
+                if suffix not in cues.UNITS:
                     continue
-                unit = lex.UNITS[suffix]
+                unit = cues.UNITS[suffix]
             if w[0] in "$€£":
-                unit = lex.UNITS[w[0]]
-        elif w in lex.NUMBER_WORDS:
-            value = f"{lex.NUMBER_WORDS[w]:g}"
+                unit = cues.UNITS[w[0]]
+        elif w in cues.NUMBER_WORDS:
+            value = f"{cues.NUMBER_WORDS[w]:g}"
             unit = "x" if w in ("twice", "thrice") else ""
         if value is None:
             continue
@@ -243,10 +244,10 @@ def _numbers(words: list[str]) -> tuple[list[Number], set[int]]:
         if not unit and i + 1 < len(words):
             nxt = words[i + 1]
             if nxt == "per" and i + 2 < len(words):
-                unit = "per_" + lex.UNITS.get(words[i + 2], words[i + 2])
+                unit = "per_" + cues.UNITS.get(words[i + 2], words[i + 2])
                 used.update({i + 1, i + 2})
-            elif nxt in lex.UNITS and nxt not in ("in", "am", "s", "d", "y", "m", "x", "time"):
-                unit = lex.UNITS[nxt]
+            elif nxt in cues.UNITS and nxt not in ("in", "am", "s", "d", "y", "m", "x", "time"):
+                unit = cues.UNITS[nxt]
                 used.add(i + 1)
         found.append(Number(value=value, unit=unit))
     return found, used
@@ -301,7 +302,7 @@ def _phrases(text: str) -> str:
     """Rewrites multi-word expressions (phrasal verbs, framing, status phrases)."""
     padded = f" {text} "
     if _STATUS_CONTEXT & set(padded.split()):
-        padded = _STATUS_RE.sub(lambda m: lex.STATUS_PHRASES[m.group(1)], padded)
+        padded = _STATUS_RE.sub(lambda m: cues.STATUS_PHRASES[m.group(1)], padded)
     padded = _PHRASE_RE.sub(lambda m: lex.PHRASES[m.group(1)], padded)
     return padded
 
@@ -328,7 +329,7 @@ def read_question(text: str) -> Reading:
             continue
         parts = _split_raw(raw) if kind == "word" else [raw.lower()]
         if kind == "word":
-            if raw in lex.HTTP_VERBS and not shouting:
+            if raw in cues.HTTP_VERBS and not shouting:
                 entities.add(raw.lower())
             elif _is_case_entity(raw, sentence_start, shouting):
                 entities.update(parts)
@@ -345,7 +346,7 @@ def read_question(text: str) -> Reading:
     marked = _phrases(" ".join(lowered)).split()
     form = question_form(marked)
     words = [w for w in marked if w != "|"]
-    entities.update(w for w in words if w in lex.KNOWN_ENTITIES)
+    entities.update(w for w in words if w in cues.KNOWN_ENTITIES)
 
     numbers, used = _numbers(words)
     entities.difference_update(words[i] for i in used)  # units, not names ("1 TB")
@@ -365,15 +366,15 @@ def read_question(text: str) -> Reading:
     for i in range(len(canon) - 2):
         if canon[i + 1] == "of" and stem(canon[i]) == stem(canon[i + 2]):
             canon.append("nested")
-    negations = sum(1 for w in canon if w in lex.NEGATORS or w in lex.NEGATIVE_VERBS)
+    negations = sum(1 for w in canon if w in cues.NEGATORS or w in cues.NEGATIVE_VERBS)
     content = tuple(
         stem(w)
         for w in canon
         if w not in lex.STOPWORDS
         and stem(w) not in _STOP_STEMS
-        and w not in lex.NEGATORS
+        and w not in cues.NEGATORS
         and w not in lex.FOCUS_WORDS
-        and w not in lex.ROLE_CONNECTORS
+        and w not in cues.ROLE_CONNECTORS
     )
     entity_forms = frozenset(_entity_form(e) for e in entities if e)
     lookup: set[str] = set(words) | set(canon) | set(content) | entity_forms

@@ -154,6 +154,11 @@ class VllmEngine:
     def max_model_len(self) -> int:
         return self._max_len
 
+    @property
+    def vllm_config(self) -> Any:
+        """vLLM's resolved configuration, to see what the settings became."""
+        return self._llm.vllm_config
+
     def encode_prompt(self, prompt: str) -> list[int]:
         with self._encode_lock:
             return list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])

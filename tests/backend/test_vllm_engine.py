@@ -22,33 +22,39 @@ import vllm  # a missing vLLM must fail this module, never skip it
 
 from backend.app import create_app
 from backend.engines.vllm_engine import VllmEngine
+from backend.loading import close_engine, load_engine
 from backend.settings import BackendSettings
 from tests.backend.test_app import serve, sse_events
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
+ENGINE_SETTINGS: dict[str, Any] = {
+    "engine": "vllm",
+    "model": "demo",
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "cpu_kvcache_space_gib": 1,
+    "max_batch_size": 8,
+}
 PROMPTS = ("Hello, world!", "The quick brown fox", "Caches answer repeated questions", "1 2 3")
 
 
 @pytest.fixture(scope="module")
 def engine(demo_cache_dir: Path) -> Iterator[VllmEngine]:
+    """vLLM started the way `sluice backend --engine vllm` starts it, from settings."""
     # vLLM sets process-wide variables (LD_PRELOAD, the spawn method, ...) for its own
     # processes; later tests and the processes they start must not inherit them.
     saved_environ = dict(os.environ)
+    os.environ["SLUICE_CACHE_DIR"] = str(demo_cache_dir)
     try:
         started = time.perf_counter()
-        loaded = VllmEngine.load(
-            "demo",
-            cache_dir=demo_cache_dir,
-            dtype="float32",
-            cpu_kvcache_space_gib=1,
-            max_num_seqs=8,
-        )
+        loaded = load_engine(BackendSettings(**ENGINE_SETTINGS))
         print(f"vLLM {vllm.__version__} started in {time.perf_counter() - started:.1f} s")
+        assert isinstance(loaded, VllmEngine)
         try:
             yield loaded
         finally:
-            loaded.close()
+            close_engine(loaded)
     finally:
         os.environ.clear()
         os.environ.update(saved_environ)
@@ -56,9 +62,9 @@ def engine(demo_cache_dir: Path) -> Iterator[VllmEngine]:
 
 @asynccontextmanager
 async def backend(engine: VllmEngine, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings.setdefault("max_wait_ms", 20)
-    settings.setdefault("max_batch_size", 8)
-    app = create_app(BackendSettings(engine="vllm", **settings), engine=engine)
+    app = create_app(
+        BackendSettings(**{**ENGINE_SETTINGS, "max_wait_ms": 20, **settings}), engine=engine
+    )
     async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         yield client
 
@@ -195,7 +201,7 @@ async def test_disconnect_aborts_the_request_in_vllm(engine: VllmEngine, batchin
     body = {
         "model": "demo",
         "prompt": PROMPTS[0],
-        "max_tokens": 1500,
+        "max_tokens": 1000,
         "ignore_eos": True,
         "stream": True,
     }
@@ -208,7 +214,7 @@ async def test_disconnect_aborts_the_request_in_vllm(engine: VllmEngine, batchin
                 if seen >= 3:
                     break
             assert engine.unfinished_requests() == 1
-        # 1500 tokens take far longer than this; only an abort in vLLM empties it so soon.
+        # 1000 tokens take far longer than this; only an abort in vLLM empties it so soon.
         deadline = time.monotonic() + 5
         while engine.unfinished_requests() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -251,3 +257,11 @@ def test_cpu_head_size_without_kernel_is_refused_at_load(tmp_path: Path) -> None
     )
     with pytest.raises(ValueError, match=r"head sizes .* has 16"):
         VllmEngine.load(str(tmp_path))
+
+
+def test_settings_reach_vllm(engine: VllmEngine) -> None:
+    config = engine.vllm_config
+    assert engine.max_model_len == config.model_config.max_model_len == 1024
+    assert str(config.model_config.dtype) == "torch.float32"
+    assert config.scheduler_config.max_num_seqs == 8
+    assert config.cache_config.kv_cache_memory_bytes == 2**30

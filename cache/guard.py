@@ -10,6 +10,7 @@ that one question has and the other lacks) and says no when they differ.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -62,6 +63,7 @@ _GIST_NOISE = frozenset(
     | {"i", "me", "my", "you", "your", "for", "of", "to", "with", "again", "all", "too"}
     | {"kind", "kinds", "thing", "things", "stuff", "sort", "sorts"}
 )
+_WORD = re.compile(r"[A-Za-z]+")
 _INFINITIVE_LEADS = frozenset(
     {"how", "want", "need", "like", "try", "trying", "able", "going", "have", "has", "order"}
     | {"way", "wish", "hope", "plan", "easy", "possible", "ready", "used"}
@@ -107,6 +109,11 @@ def guard_check(
     is at least `reworded_min_similarity`; without it rewordings are rejected.
     """
     a, b = _read(cached_question), _read(new_question)
+    fixes_a, fixes_b = _typos(a, b), _typos(b, a)
+    if fixes_a:
+        a = _read(_respell(cached_question, fixes_a))
+    if fixes_b:
+        b = _read(_respell(new_question, fixes_b))
     for rule in _RULES:
         reason = rule(a, b)
         if reason is not None:
@@ -126,6 +133,29 @@ def guard_check(
         reason=f"reworded ({words}), similarity below {reworded_min_similarity:.2f}",
         reworded=True,
     )
+
+
+def _typos(r: Reading, other: Reading) -> dict[str, str]:
+    """Misspelt words of r (no dictionary word) one edit away from a word of the other."""
+    fixes: dict[str, str] = {}
+    for u in r.surface - other.surface:
+        if len(u) < 4 or is_known_word(u):
+            continue
+        for s in other.surface:
+            if (
+                len(s) >= 4
+                and abs(len(s) - len(u)) <= 1
+                and (s[0] == u[0] or s[1] == u[1])
+                and is_known_word(s)
+                and _osa(u, s) <= 1
+            ):
+                fixes[u] = s
+                break
+    return fixes
+
+
+def _respell(text: str, fixes: dict[str, str]) -> str:
+    return _WORD.sub(lambda m: fixes.get(m.group().lower(), m.group()), text)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -99,6 +99,7 @@ class Reading:
     possessive: str | None  # the same for "my" / "your"
     form: str | None  # what kind of answer it asks for: "what", "how", "yesno", ...
     lookup: frozenset[str]  # every form a word of this question can be matched by
+    surface: frozenset[str]  # the words as written (lower case, shorthand expanded)
     joined: frozenset[str]  # adjacent word pairs run together ("date and time" -> datetime)
 
 
@@ -401,6 +402,7 @@ def read_question(text: str) -> Reading:
         entities=entity_forms,
         negations=negations,
         lookup=frozenset(lookup),
+        surface=frozenset(w for w in words if w.isalpha()),
     )
 
 

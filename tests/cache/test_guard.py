@@ -118,6 +118,8 @@ PARAPHRASES = [
     ),
     ("I can't remember my password", "I forgot my password"),
     ("Do I need an account to check out?", "do i have to make an account to checkout"),
+    ("How do I change my delivery address?", "how do i chnage my delivry adress"),
+    ("When will I receive my refund?", "when will i recieve my refnud"),
 ]
 
 

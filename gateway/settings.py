@@ -54,6 +54,10 @@ class GatewaySettings(BaseSettings):
     embedding_model: str | None = Field(
         default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
     )
+    embed_threads: int = Field(
+        default=1,
+        description="CPU threads for embedding; 1 keeps lookups fast when cores are contended.",
+    )
     embed_timeout_s: float = Field(
         default=1.0, description="A semantic lookup waiting longer for its embedding misses."
     )

@@ -73,8 +73,14 @@ class Service:
         limit = self.engine.max_model_len
         if n_prompt == 0:
             raise InvalidRequest("The prompt is empty.", param=param)
+        if n_prompt >= limit:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"{param} has {n_prompt} tokens, which leaves no room for a completion.",
+                param=param,
+            )
         budget = limit - n_prompt if max_tokens is None else max_tokens
-        if n_prompt >= limit or n_prompt + budget > limit:
+        if n_prompt + budget > limit:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {limit} tokens. However, you "
                 f"requested {n_prompt + budget} tokens ({n_prompt} in the {param}, "

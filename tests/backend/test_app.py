@@ -250,7 +250,8 @@ async def test_models_health_and_metrics_names() -> None:
 
 async def test_batches_form_by_size_cap_and_window() -> None:
     engine = FakeEngine()
-    async with backend(engine, max_batch_size=4, max_wait_ms=300) as client:
+    # A window much longer than the spread of six concurrent arrivals on a busy machine.
+    async with backend(engine, max_batch_size=4, max_wait_ms=1500) as client:
         replies = await asyncio.gather(
             *(
                 client.post("/v1/completions", json={"prompt": f"p{i}", "max_tokens": 2})
@@ -382,7 +383,7 @@ async def test_graceful_drain_finishes_work_and_refuses_new() -> None:
 async def test_demo_model_greedy_batched_equals_alone(batching: BatchingName) -> None:
     app = create_app(
         BackendSettings(
-            model="demo", device="cpu", max_batch_size=8, max_wait_ms=300, batching=batching
+            model="demo", device="cpu", max_batch_size=4, max_wait_ms=1000, batching=batching
         )
     )
     prompts = ["Hello", "The quick brown fox jumps over", "a", "Caches answer questions. Why?"]

@@ -415,7 +415,8 @@ def markdown(results: Sequence[Result], labels: Sequence[str], args: argparse.Na
         "(`ignore_eos`, greedy), streamed. Model: built-in `bench` preset. Poisson arrivals "
         f"for about {args.seconds:g} s per rate (at most {args.max_requests} requests), "
         f"then a burst of {args.burst} at once. Rates past twice the first saturated rate are "
-        "skipped. Mean batch is from the backend's `sluice_backend_batch_size`. "
+        "skipped. Mean batch is from the backend's `sluice_backend_batch_size` (in continuous "
+        "mode: rows admitted together between two steps, not rows per step). "
         f"Torch threads per backend: {args.torch_threads or 'torch default'}; the load "
         "generator runs on the same machine. " + args.load_note,
         "",

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -130,7 +131,7 @@ class Services:
 @contextlib.contextmanager
 def services(model: str, log_path: str) -> Iterator[Services]:
     """Backend + a gateway with the full cache + a gateway with the exact cache only."""
-    redis_url = f"{REDIS_URL.rstrip('/')}/{REDIS_DB}"
+    redis_url = urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
     prefix = f"sluice-bench-{uuid.uuid4().hex[:8]}"
     ports = [_free_port() for _ in range(3)]
     backend_url = f"http://127.0.0.1:{ports[0]}"

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -76,7 +77,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    redis_url = f"{REDIS_URL.rstrip('/')}/{REDIS_DB}"
+    redis_url = urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
     store = redis.Redis.from_url(redis_url)
     try:
         store.ping()

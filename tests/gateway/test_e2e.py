@@ -212,6 +212,17 @@ def test_tenants_are_isolated(running: Running) -> None:
     _chat(running, question, tenant="acme")
     assert _until_hit(running, question, tenant="acme")[0] == "hit"
     assert _chat(running, question, tenant="globex")[0] == "miss"
+    listed = running.admin("/admin/cache/entries?tenant=acme&limit=100")["data"]
+    assert question in {entry["question"] for entry in listed}
+    assert {entry["namespace"] for entry in listed} == {"acme"}
+    reply = httpx.delete(
+        running.url + "/admin/cache",
+        params={"tenant": "acme"},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    )
+    assert reply.json()["deleted"] >= 1
+    assert _chat(running, question, tenant="acme")[0] == "miss"
+    assert _until_hit(running, question, tenant="globex")[0] == "hit"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(
             base_url=running.url + "/v1", api_key="sk-nobody", max_retries=0

@@ -2,15 +2,23 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install serve test check bench
+.PHONY: install install-serve serve test check
 
+# What `make serve` needs: Sluice itself (torch, transformers, sentence-transformers, Redis clients).
+install-serve: $(VENV)/.installed-serve
+
+$(VENV)/.installed-serve: pyproject.toml scripts/install
+	bash scripts/install $(VENV) ""
+	touch $@
+
+# What the tests and benchmarks need on top: test tools, vLLM on CPU, HNSW.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install
-	bash scripts/install $(VENV)
+	bash scripts/install $(VENV) dev,vllm,hnsw
 	touch $@
 
-serve: install
+serve: install-serve
 	$(VENV)/bin/sluice serve
 
 check: install

@@ -35,7 +35,12 @@ def machine_line() -> str:
 
 
 def reproduce_command() -> str:
-    """The command line that produced this run."""
+    """The command line that produced this run, runnable from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    repo = BENCHMARKS_MD.parent.parent
+    if script.is_relative_to(repo):
+        module = ".".join(script.relative_to(repo).with_suffix("").parts)
+        return shlex.join(["python", "-m", module, *sys.argv[1:]])
     return "python " + shlex.join(sys.argv)
 
 

@@ -68,6 +68,17 @@ class Service:
         if model is not None and model not in self.model_aliases:
             raise ModelNotFound(model)
 
+    def check_token_ids(self, ids: list[int], *, param: str) -> None:
+        """A 400 for ids outside the vocabulary, which would fail the engine's whole batch."""
+        vocab = self.engine.vocab_size
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"Token id {bad} is out of range: this model's vocabulary has {vocab} "
+                f"tokens (ids 0 to {vocab - 1}).",
+                param=param,
+            )
+
     def fit_context(self, n_prompt: int, max_tokens: int | None, *, param: str) -> int:
         """The completion budget, or a 400 if the prompt and budget overflow the context."""
         limit = self.engine.max_model_len
@@ -126,9 +137,11 @@ async def completions(request: Request) -> Response:
     req = parse_request(await request.body(), CompletionRequest)
     service.check_model(req.model)
     prompt = req.single_prompt()
-    ids = service.engine.encode_prompt(prompt) if isinstance(prompt, str) else prompt
-    if any(t < 0 for t in ids):
-        raise InvalidRequest("Token ids must be non-negative.", param="prompt")
+    if isinstance(prompt, str):
+        ids = service.engine.encode_prompt(prompt)
+    else:
+        ids = prompt
+        service.check_token_ids(ids, param="prompt")
     max_tokens = req.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS
     budget = service.fit_context(len(ids), max_tokens, param="prompt")
     return await _serve(

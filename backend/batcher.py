@@ -4,7 +4,8 @@ One private record per request holds its output channel (an asyncio queue fed fr
 engine's worker thread through `loop.call_soon_threadsafe`). A batch opens with the oldest
 queued request and closes when `max_wait_ms` has passed since that request arrived or
 `max_batch_size` requests are in it; requests arriving while a batch runs wait for the next.
-Every accepted request gets exactly one answer: its final output or one error.
+Every accepted request gets exactly one answer: its final output or one error (the
+engine's failure on the batch, or on this request's row alone).
 """
 
 from __future__ import annotations
@@ -387,11 +388,17 @@ class Batcher:
         pending = self._running.get(output.request_id)
         if pending is None:
             return
-        if output.finish_reason is not None:
+        if output.finish_reason is not None or output.error is not None:
             self._metrics.generated_tokens.inc(output.completion_tokens)
             self._running.pop(output.request_id, None)
             self._metrics.running_rows.set(len(self._running))
-            self._finish(pending, output, "ok")
+            if output.error is None:
+                self._finish(pending, output, "ok")
+            else:
+                # Only this row failed: its batch mates carry on.
+                log.error("engine failed on request %s: %s", output.request_id, output.error)
+                failed = EngineFailed(f"The engine failed on this request: {output.error}")
+                self._finish(pending, failed, "error")
         elif pending.state is _State.RUNNING:
             pending.channel.put_nowait(output)
 

@@ -38,7 +38,9 @@ class RowOutput:
 
     `text` is the new text since the previous output of this row (stop strings already
     cut away); `finish_reason` is set on the row's last output, which carries the final
-    token counts.
+    token counts. `error` set means this row failed on its own (its batch mates go on):
+    that output is the row's last, whatever its `finish_reason`, and the request gets an
+    error instead of a completion.
     """
 
     request_id: str
@@ -47,6 +49,7 @@ class RowOutput:
     finish_reason: FinishReason | None
     prompt_tokens: int
     completion_tokens: int
+    error: str | None = None
 
 
 Emit = Callable[[RowOutput], None]
@@ -61,6 +64,11 @@ class Engine(Protocol):
     @property
     def max_model_len(self) -> int: ...
 
+    @property
+    def vocab_size(self) -> int:
+        """Prompt token ids must lie in [0, vocab_size); the HTTP layer refuses others."""
+        ...
+
     def encode_prompt(self, prompt: str) -> list[int]: ...
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -71,7 +79,8 @@ class Engine(Protocol):
         """Generates every row to completion, emitting outputs as they are produced.
 
         Blocking: the batcher calls it in a worker thread. Every row gets exactly one
-        output with `finish_reason` set (a cancelled row finishes with "stop" early).
+        output with `finish_reason` set (a cancelled row finishes with "stop" early). A row
+        that cannot run or fails on its own gets a last output with `error` set instead.
         Raising means every row of the batch failed.
         """
         ...
@@ -99,7 +108,7 @@ class ContinuousEngine(Engine, Protocol):
         Blocking, like run_batch. Each step: cancelled rows finish ("stop"), `admit` is asked
         for up to the free rows (newcomers are prefilled and join), then one forward pass
         advances every live row; finished rows are released at once. Every admitted row
-        gets exactly one output with `finish_reason` set. Raising means every admitted,
-        unfinished row failed.
+        gets exactly one output with `finish_reason` set (or `error`, for a row that fails on
+        its own). Raising means every admitted, unfinished row failed.
         """
         ...

@@ -15,7 +15,7 @@ import torch
 
 from backend.demo_model import PRESETS, ensure_demo_model
 from backend.engines import kv_cache
-from backend.engines.base import Admit, Emit, Row
+from backend.engines.base import Admit, Emit, Row, RowOutput
 from backend.engines.row_state import RowState
 from backend.engines.sampling import sample
 
@@ -61,6 +61,8 @@ class TorchEngine:
         self._device = next(model.parameters()).device
         self._max_len = max_model_len or _context_length(model.config, tokenizer)
         self._eos_ids = _eos_ids(model, tokenizer)
+        # Ids at or past the embedding table's size would fail the whole forward pass.
+        self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         # Computing logits for the last prompt position only saves a vocab-wide matmul per token.
         self._last_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
         pad = tokenizer.pad_token_id
@@ -105,6 +107,10 @@ class TorchEngine:
     def max_model_len(self) -> int:
         return self._max_len
 
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
     def encode_prompt(self, prompt: str) -> list[int]:
         with self._encode_lock:
             return list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
@@ -121,8 +127,6 @@ class TorchEngine:
         """Generates every row to completion with one forward pass per step for all live rows."""
         if not rows:
             return
-        for row in rows:
-            self.check_row(row)
         pending = [list(rows)]
 
         def admit_once(free: int, idle: bool) -> Sequence[Row]:
@@ -147,9 +151,9 @@ class TorchEngine:
                         )
                     if not newcomers and live == 0:
                         return
-                    for row in newcomers:
-                        self.check_row(row)
-                    batch = self._merge(batch, self._prefill(newcomers, emit))
+                    states = self._admit_states(newcomers, emit)
+                    if states:
+                        batch = self._merge(batch, self._prefill(states, emit))
                 if batch is not None:
                     batch = self._decode_step(batch, emit)
 
@@ -159,6 +163,12 @@ class TorchEngine:
         n = len(row.prompt_token_ids)
         if n == 0:
             raise ValueError(f"request {row.request_id}: empty prompt")
+        bad = next((t for t in row.prompt_token_ids if not 0 <= t < self._vocab_size), None)
+        if bad is not None:
+            raise ValueError(
+                f"request {row.request_id}: token id {bad} is outside the vocabulary "
+                f"of {self._vocab_size}"
+            )
         if p.max_tokens < 1:
             raise ValueError(f"request {row.request_id}: max_tokens must be at least 1")
         if n + p.max_tokens > self._max_len:
@@ -177,19 +187,26 @@ class TorchEngine:
                 emit(state.cancel())
         return self._prune(batch)
 
-    def _prefill(self, rows: Sequence[Row], emit: Emit) -> _Batch | None:
-        """Runs the newcomers' prompts in one left-padded pass and samples their first tokens."""
+    def _admit_states(self, rows: Sequence[Row], emit: Emit) -> list[RowState]:
+        """The newcomers that can run; a row that cannot ends alone with an error output."""
         states = []
         for row in rows:
-            state = RowState(
-                row, tokenizer=self._decoder, eos_ids=self._eos_ids, device=self._device
-            )
+            try:
+                self.check_row(row)
+                state = RowState(
+                    row, tokenizer=self._decoder, eos_ids=self._eos_ids, device=self._device
+                )
+            except Exception as exc:  # this row's own settings, e.g. a seed torch refuses
+                emit(_failed(row, str(exc)))
+                continue
             if row.cancelled():
                 emit(state.cancel())
             else:
                 states.append(state)
-        if not states:
-            return None
+        return states
+
+    def _prefill(self, states: list[RowState], emit: Emit) -> _Batch | None:
+        """Runs the newcomers' prompts in one left-padded pass and samples their first tokens."""
         width = max(len(s.row.prompt_token_ids) for s in states)
         ids = torch.full((len(states), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(states), width), dtype=torch.long)
@@ -278,6 +295,19 @@ class TorchEngine:
         from transformers.cache_utils import DynamicCache
 
         return DynamicCache(config=self._model.config)
+
+
+def _failed(row: Row, error: str) -> RowOutput:
+    """The one output of a row that could not run."""
+    return RowOutput(
+        request_id=row.request_id,
+        text="",
+        token_ids=(),
+        finish_reason="stop",
+        prompt_tokens=len(row.prompt_token_ids),
+        completion_tokens=0,
+        error=error,
+    )
 
 
 def _pad_mask(mask: torch.Tensor, length: int) -> torch.Tensor:

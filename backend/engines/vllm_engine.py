@@ -70,6 +70,9 @@ class VllmEngine:
         self._encode_lock = threading.Lock()
         self._name = model_name
         self._max_len = int(llm.model_config.max_model_len)
+        # vLLM refuses ids past both the model's vocabulary and the tokenizer's (Qwen-style
+        # models differ); the larger bound is the one it enforces.
+        self._vocab_size = max(int(llm.model_config.get_vocab_size()), len(tokenizer))
         self._max_num_seqs = max_num_seqs
         # Touched only on the private loop: live row tasks and the rows they serve.
         self._watched: dict[asyncio.Task[None], Row] = {}
@@ -155,6 +158,10 @@ class VllmEngine:
         return self._max_len
 
     @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
     def vllm_config(self) -> Any:
         """vLLM's resolved configuration, to see what the settings became."""
         return self._llm.vllm_config
@@ -211,7 +218,7 @@ class VllmEngine:
             for row in rows:
                 with lock:
                     live.add(row.request_id)
-                future = self._loop.submit(self._serve_row(row, on_output, isolated=True))
+                future = self._loop.submit(self._serve_row(row, on_output))
                 future.add_done_callback(functools.partial(on_done, row.request_id))
             # Admission follows vLLM's steps: every step emits, which wakes this loop.
             stepped.wait(_ADMIT_TICK_S)
@@ -259,16 +266,18 @@ class VllmEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _serve_row(self, row: Row, emit: Emit, *, isolated: bool = False) -> None:
+    async def _serve_row(self, row: Row, emit: Emit) -> None:
         """Streams one row from vLLM; a cancelled row is aborted in vLLM and finishes "stop".
 
-        isolated: a row that fails on its own (not the engine) is logged and finished
-        instead of raising, so that it cannot take other rows down with it.
+        A row that vLLM fails on its own (it refuses the request, or finishes it with
+        "error") ends with an error output, so it cannot take other rows down with it; only
+        a dead engine raises.
         """
         from vllm import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         progress = _Progress(prompt_tokens=len(row.prompt_token_ids))
+        error: str | None = None
         task = asyncio.current_task()
         assert task is not None
         self._watch(task, row)
@@ -278,6 +287,9 @@ class VllmEngine:
             async for out in self._llm.generate(prompt, params, row.request_id):
                 completion = out.outputs[0]
                 progress.completion_tokens += len(completion.token_ids)
+                if out.finished and completion.finish_reason == "error":
+                    error = "vLLM finished the request with an internal error"
+                    continue  # a finished output is the last one
                 reason = _finish_reason(completion.finish_reason) if out.finished else None
                 progress.finished = out.finished
                 emit(_output(row, progress, completion.text, completion.token_ids, reason))
@@ -287,13 +299,13 @@ class VllmEngine:
             # generate() has aborted the request in vLLM before re-raising to us.
         except EngineDeadError:
             raise
-        except Exception:
-            if not isolated:
-                raise
-            logger.exception("vLLM failed on request %s", row.request_id)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
         finally:
             self._watched.pop(task, None)
-        if not progress.finished:
+        if error is not None:
+            emit(_output(row, progress, "", (), "stop", error=error))
+        elif not progress.finished:
             emit(_output(row, progress, "", (), "stop"))
 
     def _watch(self, task: asyncio.Task[None], row: Row) -> None:
@@ -336,7 +348,8 @@ def to_vllm_params(params: SamplingParams) -> Any:
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
-    # vLLM also says "abort" (cancelled) and "error"; clients only know stop and length.
+    # vLLM also says "abort" (cancelled); clients only know stop and length ("error" is a
+    # failed row, handled before this).
     return "length" if reason == "length" else "stop"
 
 
@@ -346,6 +359,8 @@ def _output(
     text: str,
     token_ids: Sequence[int],
     reason: FinishReason | None,
+    *,
+    error: str | None = None,
 ) -> RowOutput:
     return RowOutput(
         request_id=row.request_id,
@@ -354,6 +369,7 @@ def _output(
         finish_reason=reason,
         prompt_tokens=progress.prompt_tokens,
         completion_tokens=progress.completion_tokens,
+        error=error,
     )
 
 

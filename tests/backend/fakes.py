@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -13,7 +14,9 @@ class FakeEngine:
     """Implements the (continuous) Engine protocol: one character per token, one per step.
 
     Tests control it through `hold` (cleared: every batch waits at its start until set),
-    `step_delay_s` (time per decoding step), and `fail_next` (the next batch raises).
+    `step_delay_s` (time per decoding step), `fail_next` (the next batch raises), and
+    `fail_token` / `fail_step` (a row whose prompt holds that token id fails on its own, with
+    an error output, at that step). Its vocabulary is the 256 byte values.
     Each batch's (or continuous admission's) request ids are recorded in `batches`, its
     rows in `rows`.
     """
@@ -28,6 +31,8 @@ class FakeEngine:
         self.hold.set()
         self.batch_started = threading.Event()
         self.fail_next: Exception | None = None
+        self.fail_token: int | None = None
+        self.fail_step = 0
         self.batches: list[list[str]] = []
         self.rows: dict[str, Row] = {}
         self.seen_cancelled: set[str] = set()
@@ -39,6 +44,10 @@ class FakeEngine:
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
 
     def encode_prompt(self, prompt: str) -> list[int]:
         return [ord(c) % 256 for c in prompt]
@@ -99,6 +108,9 @@ class FakeEngine:
         if row.cancelled():
             self.seen_cancelled.add(row.request_id)
             return self._out(row, "", (), "stop", step)
+        if step >= self.fail_step and self.fail_token in row.prompt_token_ids:
+            out = self._out(row, "", (), "stop", step)
+            return dataclasses.replace(out, error=f"row failure at step {step}")
         piece = self.token_text(len(row.prompt_token_ids), step)
         full = text + piece
         cuts = [full.find(s) for s in row.params.stop if s and s in full]

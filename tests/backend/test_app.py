@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from backend.app import create_app
+from backend.engines.torch_engine import TorchEngine
 from backend.settings import BackendSettings, BatchingName
 from tests.backend.fakes import FakeEngine
 
@@ -176,6 +177,9 @@ async def test_completion_stream_without_usage() -> None:
          "context_length_exceeded"),
         ("/v1/completions", {"prompt": "x", "min_tokens": 9, "max_tokens": 2}, 400,
          "min_tokens", None),
+        ("/v1/completions", {"prompt": [1, -1]}, 400, "prompt", None),
+        ("/v1/completions", {"prompt": [1, 256]}, 400, "prompt", None),
+        ("/v1/completions", {"prompt": [[70, 10**9]]}, 400, "prompt", None),
         ("/v1/chat/completions", {"messages": []}, 400, "messages", None),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
          "tools": [{"type": "function"}]}, 400, "tools", "unsupported_parameter"),
@@ -309,6 +313,58 @@ async def test_engine_failure_fans_out_and_service_continues() -> None:
     assert after.status_code == 200
 
 
+async def test_token_ids_at_the_vocabulary_edge() -> None:
+    engine = FakeEngine()
+    async with backend(engine) as client:
+        ok = await client.post("/v1/completions", json={"prompt": [0, 255], "max_tokens": 2})
+        bad = await client.post("/v1/completions", json={"prompt": [0, 256], "max_tokens": 2})
+    assert ok.status_code == 200
+    assert bad.status_code == 400
+    assert "256" in bad.json()["error"]["message"]
+    assert len(engine.rows) == 1  # the refused request never reached the engine
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_a_failing_row_fails_only_its_own_request(batching: BatchingName) -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    engine.fail_token = ord("!")
+    async with backend(engine, max_batch_size=8, max_wait_ms=100, batching=batching) as client:
+        bad = asyncio.create_task(
+            client.post("/v1/completions", json={"prompt": "x!", "max_tokens": 3})
+        )
+        good = asyncio.create_task(
+            client.post("/v1/completions", json={"prompt": "xy", "max_tokens": 3})
+        )
+        await wait_started(engine)
+        engine.hold.set()
+        failed, done = await bad, await good
+        text = (await client.get("/metrics")).text
+    assert len(engine.batches) == 1 and len(engine.batches[0]) == 2
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "engine_error")
+    assert "row failure at step 0" in error["message"]
+    assert done.status_code == 200 and done.json()["choices"][0]["text"] == "cde"
+    assert metric(text, 'sluice_backend_requests_total{outcome="error"}') == 1
+    assert metric(text, 'sluice_backend_requests_total{outcome="ok"}') == 1
+
+
+async def test_a_row_failing_mid_stream_ends_with_an_error_event() -> None:
+    engine = FakeEngine()
+    engine.fail_token, engine.fail_step = ord("!"), 2
+    async with backend(engine, max_wait_ms=0) as client:
+        r = await client.post(
+            "/v1/completions", json={"prompt": "x!", "max_tokens": 5, "stream": True}
+        )
+    assert r.status_code == 200
+    events = sse_events(r.text)
+    assert [e["choices"][0]["text"] for e in events[:2]] == ["c", "d"]
+    assert events[2]["error"]["code"] == "engine_error"
+    assert "row failure at step 2" in events[2]["error"]["message"]
+    assert events[3:] == ["[DONE]"]
+
+
 async def test_streaming_disconnect_cancels_the_row() -> None:
     engine = FakeEngine(step_delay_s=0.01, max_model_len=100_000)
     async with backend(engine, max_wait_ms=0) as client:
@@ -405,3 +461,25 @@ async def test_demo_model_greedy_batched_equals_alone(batching: BatchingName) ->
         # Four single-request batches, then one batch of four.
         assert metric(text, "sluice_backend_batch_size_count") == 5
         assert metric(text, "sluice_backend_batch_size_sum") == 8
+
+
+@pytest.mark.slow
+async def test_demo_model_refuses_an_unknown_token_id_and_serves_its_neighbours(
+    demo_engine: TorchEngine,
+) -> None:
+    vocab = demo_engine.vocab_size
+    app = create_app(BackendSettings(max_batch_size=4, max_wait_ms=300), engine=demo_engine)
+
+    def body(prompt: list[int] | str) -> dict[str, Any]:
+        return {"prompt": prompt, "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        good = asyncio.create_task(client.post("/v1/completions", json=body("Hello there")))
+        edge = asyncio.create_task(client.post("/v1/completions", json=body([5, vocab - 1])))
+        bad = await client.post("/v1/completions", json=body([5, vocab]))
+        done = await asyncio.gather(good, edge)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "prompt"
+    assert str(vocab) in bad.json()["error"]["message"]
+    assert [r.status_code for r in done] == [200, 200]
+    assert [r.json()["usage"]["completion_tokens"] for r in done] == [6, 6]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from backend.batcher import Batcher, Completion, Generation
+from backend.batcher import Batcher, BatchingMode, Completion, Generation
 from backend.engines.base import SamplingParams
 from backend.errors import DeadlineExceeded, EngineFailed, QueueFull, ShuttingDown
 from backend.metrics import BackendMetrics
@@ -145,6 +145,32 @@ async def test_engine_failure_reaches_every_request_and_the_loop_goes_on() -> No
         assert all(isinstance(r, EngineFailed) and "boom" in str(r) for r in results)
         after = await submit(batcher, "after").collect()
     assert isinstance(after, Completion) and after.finish_reason == "length"
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_a_row_that_fails_alone_fails_only_its_request(batching: BatchingMode) -> None:
+    engine = FakeEngine()
+    engine.hold.clear()
+    engine.fail_token, engine.fail_step = 9, 1
+    metrics = BackendMetrics()
+    async with Batcher(
+        engine, max_batch_size=4, max_wait_ms=20, batching=batching, metrics=metrics
+    ) as batcher:
+        bad = batcher.submit([1, 9, 3], PARAMS, request_id="bad")
+        good = submit(batcher, "good")
+        engine.hold.set()
+        first = await anext(bad)  # the row's first step went well, its second fails
+        with pytest.raises(EngineFailed, match="row failure at step 1"):
+            await anext(bad)
+        done = await good.collect()
+        after = await submit(batcher, "after").collect()
+    assert engine.batches[0] == ["bad", "good"]
+    assert first.text and first.finish_reason is None
+    assert done.text == "def" and done.finish_reason == "length"
+    assert after.finish_reason == "length"
+    text = metrics.render().decode()
+    assert 'sluice_backend_requests_total{outcome="error"} 1.0' in text
+    assert 'sluice_backend_requests_total{outcome="ok"} 2.0' in text
 
 
 async def test_drain_finishes_queued_and_running_then_refuses() -> None:

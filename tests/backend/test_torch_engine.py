@@ -184,10 +184,41 @@ def test_eos_ends_a_row_unless_ignored_or_too_early(
     assert (final.finish_reason, late_ids[-1] == EOS_ID) in {("stop", True), ("length", False)}
 
 
-def test_rows_that_do_not_fit_the_context_are_refused(demo_engine: TorchEngine) -> None:
-    too_long = row(demo_engine, "x", PROMPTS[0], max_tokens=demo_engine.max_model_len)
-    with pytest.raises(ValueError, match="context"):
-        demo_engine.run_batch([too_long], lambda o: None)
+def test_rows_that_cannot_run_fail_alone_and_their_batch_mates_go_on(
+    demo_engine: TorchEngine,
+) -> None:
+    good = row(demo_engine, "good", PROMPTS[1], max_tokens=8, temperature=0, ignore_eos=True)
+    too_long = row(demo_engine, "long", PROMPTS[0], max_tokens=demo_engine.max_model_len)
+    unknown_id = Row(
+        request_id="vocab",
+        prompt_token_ids=[5, demo_engine.vocab_size],
+        params=SamplingParams(max_tokens=4),
+    )
+    bad_seed = row(demo_engine, "seed", PROMPTS[2], max_tokens=4, seed=2**64)
+    outputs = run(demo_engine, [too_long, unknown_id, good, bad_seed])
+    alone = run(demo_engine, [good])["good"]
+    for rid, cause in [("long", "context"), ("vocab", "vocabulary"), ("seed", "")]:
+        (only,) = outputs[rid]
+        assert only.error is not None and cause in only.error
+        assert only.finish_reason is not None and only.completion_tokens == 0
+    assert_one_final(outputs["good"])
+    assert outputs["good"][-1].error is None
+    assert tokens(outputs["good"]) == tokens(alone) and len(tokens(alone)) == 8
+
+
+def test_a_row_refused_mid_run_leaves_the_running_rows_alone(demo_engine: TorchEngine) -> None:
+    first = row(demo_engine, "a", PROMPTS[0], max_tokens=6, temperature=0, ignore_eos=True)
+    bad = Row(request_id="bad", prompt_token_ids=[-3], params=SamplingParams(max_tokens=2))
+    arrivals = [[first], [bad]]
+    outputs: dict[str, list[RowOutput]] = defaultdict(list)
+
+    def admit(free: int, idle: bool) -> Sequence[Row]:
+        return arrivals.pop(0) if arrivals else []
+
+    demo_engine.run_continuous(admit, lambda o: outputs[o.request_id].append(o), max_rows=2)
+    (refused,) = outputs["bad"]
+    assert refused.error is not None and "-3" in refused.error
+    assert tokens(outputs["a"]) == tokens(run(demo_engine, [first])["a"])
 
 
 def test_multibyte_text_arrives_whole(demo_engine: TorchEngine, demo_tokenizer: Any) -> None:

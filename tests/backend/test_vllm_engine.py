@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import vllm  # a missing vLLM must fail this module, never skip it
 
 from backend.app import create_app
+from backend.engines.base import Row, RowOutput, SamplingParams
 from backend.engines.vllm_engine import VllmEngine
 from backend.loading import close_engine, load_engine
 from backend.settings import BackendSettings
@@ -247,6 +249,31 @@ async def test_errors_keep_openai_shape(engine: VllmEngine) -> None:
     assert bad_json.status_code == 400
     assert set(json.loads(bad_json.text)["error"]) == {"message", "type", "param", "code"}
     assert still_fine["usage"]["completion_tokens"] <= 3
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+def test_a_row_vllm_refuses_fails_alone(engine: VllmEngine, batching: str) -> None:
+    greedy = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    good = Row(request_id=f"good-{batching}", prompt_token_ids=[5, 6, 7], params=greedy)
+    # Past the vocabulary: the HTTP layer answers 400, but the engine must not trust that.
+    bad = Row(request_id=f"bad-{batching}", prompt_token_ids=[5, engine.vocab_size], params=greedy)
+    outputs: dict[str, list[RowOutput]] = defaultdict(list)
+
+    def emit(output: RowOutput) -> None:
+        outputs[output.request_id].append(output)
+
+    if batching == "window":
+        engine.run_batch([bad, good], emit)
+    else:
+        arrivals = [[bad, good]]
+        engine.run_continuous(
+            lambda free, idle: arrivals.pop() if arrivals else [], emit, max_rows=4
+        )
+    (refused,) = outputs[bad.request_id]
+    assert refused.error is not None and "vocabulary" in refused.error
+    served = outputs[good.request_id]
+    assert [o.error for o in served] == [None] * len(served)
+    assert served[-1].finish_reason == "length" and served[-1].completion_tokens == 4
 
 
 def test_cpu_head_size_without_kernel_is_refused_at_load(tmp_path: Path) -> None:

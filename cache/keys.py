@@ -43,12 +43,14 @@ def canonical_value(value: Any) -> Any:
 
 
 def canonical_content(content: Any) -> Any:
-    """Text-only content part lists mean the same as the joined string."""
+    """A single text part means the same as the plain string; several stay a list of texts,
+    so parts split differently (which the upstream sees differently) never share a key."""
     if isinstance(content, list) and all(
         isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         for p in content
     ):
-        return "".join(p["text"] for p in content)
+        texts = [p["text"] for p in content]
+        return texts[0] if len(texts) == 1 else texts
     return canonical_value(content)
 
 

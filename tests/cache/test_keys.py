@@ -173,3 +173,34 @@ def test_key_names_carry_no_user_text() -> None:
         "acme-corp", "chat", {"model": "m", "messages": [{"role": "user", "content": "secret"}]}
     )
     assert all(c in "0123456789abcdef" for c in key + namespace_hash("acme-corp"))
+
+
+def _parts(texts: list[str]) -> list[dict[str, str]]:
+    return [{"type": "text", "text": t} for t in texts]
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=st.lists(text, min_size=1, max_size=4), b=st.lists(text, min_size=1, max_size=4))
+def test_content_parts_keep_their_boundaries(a: list[str], b: list[str]) -> None:
+    def key(content: Any) -> str:
+        return exact_key(
+            "n", "chat", {"model": "m", "messages": [{"role": "user", "content": content}]}
+        )
+
+    # Distinct part lists are distinct inputs upstream, even when their texts join alike.
+    same = a == b
+    assert (key(_parts(a)) == key(_parts(b))) == same
+    if len(a) > 1:
+        assert key(_parts(a)) != key("".join(a))
+    assert key(_parts(a[:1])) == key(a[0])
+
+
+def test_two_part_message_differs_from_its_joined_text() -> None:
+    def key(content: Any) -> str:
+        return exact_key(
+            "n", "chat", {"model": "m", "messages": [{"role": "user", "content": content}]}
+        )
+
+    assert key(_parts(["a", "b"])) != key("ab")
+    assert key(_parts(["a", "b"])) != key(_parts(["ab"]))
+    assert key(_parts(["a", "b"])) != key(_parts(["a", "", "b"]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from backend.demo_model import PRESETS, ensure_demo_model
 from backend.engines import kv_cache
 from backend.engines.base import Admit, Emit, Row, RowOutput
+from backend.engines.prompts import PromptEncoder
 from backend.engines.row_state import RowState
 from backend.engines.sampling import sample
 
@@ -54,9 +54,8 @@ class TorchEngine:
         max_model_len: context length; defaults to the model's max_position_embeddings.
         """
         self._model = model
-        self._tokenizer = tokenizer
+        self._prompts = PromptEncoder(tokenizer)
         self._decoder = copy.deepcopy(tokenizer)  # fast tokenizers refuse concurrent borrows
-        self._encode_lock = threading.Lock()
         self._name = model_name
         self._device = next(model.parameters()).device
         self._max_len = max_model_len or _context_length(model.config, tokenizer)
@@ -112,16 +111,11 @@ class TorchEngine:
         return self._vocab_size
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        with self._encode_lock:
-            return list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return self._prompts.encode_prompt(prompt)
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Applies the tokenizer's chat template, with the generation prompt appended."""
-        with self._encode_lock:
-            text = self._tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
-            )
-            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._prompts.encode_chat(messages)
 
     def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
         """Generates every row to completion with one forward pass per step for all live rows."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from backend.demo_model import PRESETS, ensure_demo_model
 from backend.engines.base import Admit, Emit, FinishReason, Row, RowOutput, SamplingParams
+from backend.engines.prompts import PromptEncoder
 from backend.engines.vllm_loop import LoopThread
 
 if TYPE_CHECKING:
@@ -66,8 +67,7 @@ class VllmEngine:
         """
         self._llm = llm
         self._loop = loop
-        self._tokenizer = tokenizer
-        self._encode_lock = threading.Lock()
+        self._prompts = PromptEncoder(tokenizer)
         self._name = model_name
         self._max_len = int(llm.model_config.max_model_len)
         # vLLM refuses ids past both the model's vocabulary and the tokenizer's (Qwen-style
@@ -167,16 +167,11 @@ class VllmEngine:
         return self._llm.vllm_config
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        with self._encode_lock:
-            return list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return self._prompts.encode_prompt(prompt)
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Applies the tokenizer's chat template, with the generation prompt appended."""
-        with self._encode_lock:
-            text = self._tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
-            )
-            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._prompts.encode_chat(messages)
 
     def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
         """Hands the whole batch to vLLM at once and blocks until every row has finished."""

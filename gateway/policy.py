@@ -47,12 +47,19 @@ def uncacheable_reason(endpoint: str, body: dict[str, Any], *, cache_sampled: bo
     """Why this request bypasses the cache, or None when it can be cached."""
     if endpoint == "completion" and not isinstance(body.get("prompt"), str):
         return "prompt is not a single string"
-    if not cache_sampled:
-        temperature = body.get("temperature", 1.0)
-        sampled = not isinstance(temperature, int | float) or temperature > 0
-        if sampled and body.get("seed") is None:
-            return "sampled without a seed"
+    if not cache_sampled and is_sampled(body) and body.get("seed") is None:
+        return "sampled without a seed"
     return None
+
+
+def is_sampled(body: dict[str, Any]) -> bool:
+    """Whether the answer is a random draw: temperature above 0, or unset (OpenAI's default
+    is 1). Temperature 0 is greedy decoding, which `top_p` does not make random; with any
+    temperature above 0 the draw is random whatever `top_p` is."""
+    temperature = body.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        return True  # null or not a number: the upstream's default, which samples
+    return temperature > 0
 
 
 def flight_key(tenant: str, endpoint: str, body: dict[str, Any]) -> str:

@@ -69,7 +69,7 @@ class Services:
     max_ttl_s: int
     semantic: bool = True
     cache_timeout_s: float = 2.0
-    cache_sampled: bool = True
+    cache_sampled: bool = False
     stream_usage: bool = True
     log_bodies: bool = False
     flights: SingleFlight = field(default_factory=SingleFlight)

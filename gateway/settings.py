@@ -79,7 +79,9 @@ class GatewaySettings(BaseSettings):
         default=2.0, description="Longest wait for a cache lookup before going upstream."
     )
     cache_sampled: bool = Field(
-        default=True, description="Cache requests sampled with temperature > 0 and no seed."
+        default=False,
+        description="Also cache requests sampled (temperature > 0 or unset) without a seed; "
+        "off: they bypass, so a regenerate gets a new answer.",
     )
     upstream_stream_usage: bool = Field(
         default=True,

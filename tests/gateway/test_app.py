@@ -19,7 +19,13 @@ def _client(stack: Stack, key: str = "sk-any") -> openai.AsyncOpenAI:
 
 
 def _ask(text: str, **extra: Any) -> dict[str, Any]:
-    return {"model": "fake", "messages": [{"role": "user", "content": text}], **extra}
+    """A cacheable (greedy) chat request unless `extra` says otherwise."""
+    return {
+        "model": "fake",
+        "messages": [{"role": "user", "content": text}],
+        "temperature": 0,
+        **extra,
+    }
 
 
 async def _chat(client: openai.AsyncOpenAI, text: str, **extra: Any) -> tuple[str, str, Any]:
@@ -112,15 +118,19 @@ async def test_hit_replay_is_a_well_formed_sse_stream(stack: Stack) -> None:
 
 async def test_completions_endpoint_streams_and_caches(stack: Stack) -> None:
     client = _client(stack)
-    stream = await client.completions.create(model="fake", prompt="one two", stream=True)
+    stream = await client.completions.create(
+        model="fake", prompt="one two", temperature=0, stream=True
+    )
     text = "".join([chunk.choices[0].text async for chunk in stream if chunk.choices])
     assert text == "echo: one two"
     await _settled(stack)
-    raw = await client.completions.with_raw_response.create(model="fake", prompt="one two")
+    raw = await client.completions.with_raw_response.create(
+        model="fake", prompt="one two", temperature=0
+    )
     assert raw.headers["x-cache"] == "hit"
     assert raw.parse().choices[0].text == "echo: one two"
     listed = [chunk async for chunk in await client.completions.create(
-        model="fake", prompt="one two", stream=True
+        model="fake", prompt="one two", temperature=0, stream=True
     )]  # fmt: skip
     assert "".join(c.choices[0].text for c in listed if c.choices) == "echo: one two"
 
@@ -190,17 +200,31 @@ async def test_cache_control_headers(stack: Stack) -> None:
         await _chat(client, "q4", extra_headers={"x-cache-ttl": "soon"})
 
 
-async def test_sampled_requests_bypass_when_configured(make_stack: Any) -> None:
-    async with make_stack(cache_sampled=False) as stack:
+async def test_sampled_requests_without_a_seed_bypass_by_default(stack: Stack) -> None:
+    client = _client(stack)
+    unset = {"model": "fake", "messages": [{"role": "user", "content": "s"}]}
+    async with httpx.AsyncClient() as http:
+        for _ in range(2):  # "regenerate": never served from the cache
+            reply = await http.post(stack.url + "/v1/chat/completions", json=unset)
+            assert reply.headers["x-cache"] == "bypass"
+    assert (await _chat(client, "s", temperature=0.7))[0] == "bypass"
+    assert (await _chat(client, "s", temperature=0.7, top_p=0.5))[0] == "bypass"
+    assert (await _chat(client, "s", temperature=0.7, seed=3))[0] == "miss"
+    assert (await _chat(client, "s", temperature=0, top_p=0.5))[0] == "miss"
+    await _settled(stack)
+    assert (await _chat(client, "s", temperature=0.7, seed=3))[0] == "hit"
+    raw = await client.completions.with_raw_response.create(
+        model="fake", prompt=["a", "b"], temperature=0
+    )
+    assert raw.headers["x-cache"] == "bypass"
+
+
+async def test_sampled_requests_are_cached_when_configured(make_stack: Any) -> None:
+    async with make_stack(cache_sampled=True) as stack:
         client = _client(stack)
-        assert (await _chat(client, "s"))[0] == "bypass"
-        assert (await _chat(client, "s", temperature=0.7))[0] == "bypass"
-        assert (await _chat(client, "s", temperature=0.7, seed=3))[0] == "miss"
-        assert (await _chat(client, "s", temperature=0))[0] == "miss"
-        raw = await client.completions.with_raw_response.create(
-            model="fake", prompt=["a", "b"], temperature=0
-        )
-        assert raw.headers["x-cache"] == "bypass"
+        assert (await _chat(client, "s", temperature=0.7))[0] == "miss"
+        await _settled(stack)
+        assert (await _chat(client, "s", temperature=0.7))[0] == "hit"
 
 
 async def test_api_keys_map_to_isolated_tenants(make_stack: Any) -> None:

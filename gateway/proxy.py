@@ -267,11 +267,11 @@ async def _call_upstream(
             answer = parsed
     _settle(call, flight, answer)
     call.finish(outcome if reply.status_code < 400 else "error", reply.status_code, answer=answer)
+    headers = _headers(outcome)
+    if reply.retry_after is not None:
+        headers["retry-after"] = reply.retry_after
     return Response(
-        reply.content,
-        status_code=reply.status_code,
-        media_type=reply.content_type,
-        headers=_headers(outcome),
+        reply.content, status_code=reply.status_code, media_type=reply.content_type, headers=headers
     )
 
 
@@ -296,11 +296,14 @@ async def _stream_upstream(
             await opened.__aexit__(None, None, None)
         _settle(call, flight, None)
         call.finish("error", response.status_code)
+        headers = _headers(outcome)
+        if "retry-after" in response.headers:
+            headers["retry-after"] = response.headers["retry-after"]
         return Response(
             data,
             status_code=response.status_code,
             media_type=response.headers.get("content-type", JSON),
-            headers=_headers(outcome),
+            headers=headers,
         )
     relay = _Relay(call, outcome, flight, opened, response, strip_usage=strip_usage)
     return _RelayResponse(relay)

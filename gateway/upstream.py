@@ -18,6 +18,9 @@ from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 log = logging.getLogger("sluice.gateway.upstream")
 
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
+# Statuses meaning "not this server, not now" (draining: 503, queue full: 429): nothing was
+# generated, so another upstream may answer instead.
+RETRY_ELSEWHERE = frozenset({429, 503})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +31,7 @@ class UpstreamReply:
     content: bytes
     content_type: str
     upstream: str
+    retry_after: str | None = None
 
 
 class UpstreamPool:
@@ -35,7 +39,9 @@ class UpstreamPool:
 
     Each request goes to the upstream with the fewest requests outstanding from this gateway;
     a connection failure (nothing was sent) is retried on another upstream, and the failed one
-    is skipped for `down_s` while others are left.
+    is skipped for `down_s` while others are left. An answer of 503 or 429 (draining, queue
+    full) is retried once on another upstream, before any of its body reaches the caller; when
+    none is left, the last such answer is the one yielded.
 
     Args:
         urls: base URLs of OpenAI-compatible servers, without the `/v1` suffix.
@@ -97,6 +103,15 @@ class UpstreamPool:
         rotated = alive[start:] + alive[:start]
         return min(rotated, key=self._outstanding.__getitem__)
 
+    def _refused(self, url: str, status: int, tried: set[str]) -> bool:
+        """Passes over an upstream that answered `status`; True if another one is left to try."""
+        tried.add(url)
+        self._down_until[url] = time.monotonic() + self._down_s
+        left = any(other not in tried for other in self.urls)
+        if left:
+            log.warning("upstream %s answered %d; trying another", url, status)
+        return left
+
     def _failed(self, url: str, exc: Exception, tried: set[str]) -> None:
         log.warning("upstream %s unreachable (%s); trying another", url, type(exc).__name__)
         tried.add(url)
@@ -108,6 +123,7 @@ class UpstreamPool:
     ) -> AsyncIterator[httpx.Response]:
         """Sends a request and yields the response with its body still unread."""
         tried: set[str] = set()
+        status_retries = 1
         while True:
             url = self._pick(tried)
             self._outstanding[url] += 1
@@ -127,6 +143,14 @@ class UpstreamPool:
                     raise UpstreamTimeout("The upstream server did not answer in time.") from exc
                 except httpx.TransportError as exc:
                     raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
+                if (
+                    response.status_code in RETRY_ELSEWHERE
+                    and status_retries > 0
+                    and self._refused(url, response.status_code, tried)
+                ):
+                    status_retries -= 1
+                    await response.aclose()
+                    continue
                 try:
                     response.extensions["sluice_upstream"] = url
                     yield response
@@ -152,6 +176,7 @@ class UpstreamPool:
                 content=body,
                 content_type=response.headers.get("content-type", "application/json"),
                 upstream=str(response.extensions["sluice_upstream"]),
+                retry_after=response.headers.get("retry-after"),
             )
 
     async def _get_one(self, url: str, path: str, timeout_s: float) -> httpx.Response | None:

@@ -29,6 +29,7 @@ class UpstreamControl:
     calls: int = 0
     delay_s: float = 0.0
     fail_status: int | None = None
+    fail_headers: dict[str, str] = field(default_factory=dict)
     truncate: bool = False
     crash: bool = False
     chunk_delay_s: float = 0.0
@@ -51,7 +52,9 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
         await asyncio.sleep(control.delay_s)
         if control.fail_status is not None:
             error = {"message": "boom", "type": "server_error", "param": None, "code": None}
-            return JSONResponse({"error": error}, status_code=control.fail_status)
+            return JSONResponse(
+                {"error": error}, status_code=control.fail_status, headers=control.fail_headers
+            )
         chat = request.url.path.endswith("/chat/completions")
         text = f"echo: {_question(body)}"
         words = text.split(" ")

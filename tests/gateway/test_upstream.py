@@ -67,3 +67,56 @@ async def test_all_down_is_upstream_unavailable() -> None:
             await pool.request("POST", "/v1/completions", content=b"{}")
         assert await pool.probe() == dict.fromkeys(urls, False)
         assert pool.outstanding() == dict.fromkeys(urls, 0)
+
+
+def _statuses(
+    answers: dict[str, tuple[int, dict[str, str]]], seen: list[str]
+) -> httpx.MockTransport:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        host = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        seen.append(host)
+        status, headers = answers.get(host, (200, {}))
+        return httpx.Response(status, json={"from": host}, headers=headers)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_draining_or_full_upstream_is_retried_on_another(status: int) -> None:
+    seen: list[str] = []
+    transport = _statuses({A: (status, {"retry-after": "1"})}, seen)
+    async with UpstreamPool([A, B], transport=transport) as pool:
+        reply = await pool.request("POST", "/v1/completions", content=b"{}")
+        assert (reply.status_code, reply.upstream) == (200, B)
+        # A is passed over for a moment, so the next request goes straight to B.
+        assert (await pool.request("POST", "/v1/completions", content=b"{}")).upstream == B
+        assert pool.outstanding() == {A: 0, B: 0}
+    assert seen[0] in (A, B) and seen.count(A) <= 1
+
+
+async def test_when_all_refuse_the_last_answer_passes_through_with_retry_after() -> None:
+    seen: list[str] = []
+    transport = _statuses({A: (503, {"retry-after": "1"}), B: (429, {"retry-after": "7"})}, seen)
+    async with UpstreamPool([A, B], transport=transport) as pool:
+        reply = await pool.request("POST", "/v1/completions", content=b"{}")
+    assert len(seen) == 2
+    last = {A: (503, "1"), B: (429, "7")}[seen[-1]]
+    assert (reply.status_code, reply.retry_after) == last
+
+
+async def test_a_refusing_answer_is_retried_only_once() -> None:
+    seen: list[str] = []
+    transport = _statuses({u: (503, {}) for u in (A, B, C)}, seen)
+    async with UpstreamPool([A, B, C], transport=transport) as pool:
+        reply = await pool.request("POST", "/v1/completions", content=b"{}")
+    assert reply.status_code == 503
+    assert len(seen) == 2
+
+
+async def test_other_errors_are_not_retried() -> None:
+    seen: list[str] = []
+    transport = _statuses({A: (500, {}), B: (500, {})}, seen)
+    async with UpstreamPool([A, B], transport=transport) as pool:
+        reply = await pool.request("POST", "/v1/completions", content=b"{}")
+    assert reply.status_code == 500
+    assert len(seen) == 1

@@ -1,0 +1,59 @@
+"""The proxy in front of several fake upstreams: failover on refusals, and upstream auth."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.fakes import FakeResponseCache, UpstreamControl, fake_upstream, serving
+
+
+def _ask(text: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake",
+        "messages": [{"role": "user", "content": text}],
+        "temperature": 0,
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _gateway(*controls: UpstreamControl, **settings: Any) -> AsyncIterator[str]:
+    """A gateway in front of one fake upstream per control, in the order given."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(serving(fake_upstream(c))) for c in controls]
+        config = GatewaySettings(upstreams=urls, admin_token="a", **settings)
+        yield await stack.enter_async_context(
+            serving(create_app(config, cache=FakeResponseCache()))
+        )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [503, 429])
+async def test_refusal_is_retried_on_a_free_upstream(status: int, stream: bool) -> None:
+    busy = UpstreamControl(fail_status=status, fail_headers={"retry-after": "1"})
+    free = UpstreamControl()
+    async with _gateway(busy, free) as url, httpx.AsyncClient() as http:
+        reply = await http.post(url + "/v1/chat/completions", json=_ask("hi", stream=stream))
+        assert reply.status_code == 200
+        assert "echo:" in reply.text
+        assert (busy.calls, free.calls) == (1, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_all_refusing_passes_the_last_error_with_retry_after(stream: bool) -> None:
+    controls = [
+        UpstreamControl(fail_status=429, fail_headers={"retry-after": "7"}) for _ in range(2)
+    ]
+    async with _gateway(*controls) as url, httpx.AsyncClient() as http:
+        reply = await http.post(url + "/v1/chat/completions", json=_ask("hi", stream=stream))
+    assert reply.status_code == 429
+    assert reply.headers["retry-after"] == "7"
+    assert reply.json()["error"]["message"] == "boom"
+    assert [c.calls for c in controls] == [1, 1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -136,22 +137,50 @@ def guard_check(
 
 
 def _typos(r: Reading, other: Reading) -> dict[str, str]:
-    """Misspelt words of r (no dictionary word) one edit away from a word of the other."""
+    """Misspelt words of r and the other question's word each is a slip of.
+
+    Only a plain lower-case word outside the embedder's vocabulary is respelt, and only as a
+    common word (in the vocabulary, not a name) that the other question writes in lower case
+    too. Names, brands and codes are never respelt: "Zyrtek" is not "Zyrtec", "osama" is not
+    "obama", however close the spelling.
+    """
     fixes: dict[str, str] = {}
     for u in r.surface - other.surface:
-        if len(u) < 4 or is_known_word(u):
+        if not _plain(u, r) or is_known_word(u):
             continue
-        for s in other.surface:
-            if (
-                len(s) >= 4
-                and abs(len(s) - len(u)) <= 1
-                and (s[0] == u[0] or s[1] == u[1])
-                and is_known_word(s)
-                and _osa(u, s) <= 1
-            ):
+        for s in sorted(other.surface):
+            if _plain(s, other) and is_known_word(s) and _slip(u, s):
                 fixes[u] = s
                 break
     return fixes
+
+
+def _plain(word: str, r: Reading) -> bool:
+    """A word written in lower case letters only, not read as a name or code."""
+    return word.isalpha() and word not in r.entities and word not in r.cased
+
+
+def _slip(typed: str, word: str) -> bool:
+    """True when typed is word with one slip of the fingers: two adjacent letters swapped
+    (retrun), one letter left out (shiping) or one added (adresss); never a letter replaced
+    by another (Obama / Osama, Kona / Kora), which is how names and models differ.
+
+    The word must be at least 5 letters (one slip in 5) and the first letter must agree.
+    """
+    if len(word) < 5 or typed[0] != word[0]:
+        return False
+    if len(typed) == len(word):
+        diff = [i for i, (x, y) in enumerate(zip(typed, word, strict=True)) if x != y]
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and typed[diff[0]] == word[diff[1]]
+            and typed[diff[1]] == word[diff[0]]
+        )
+    longer, shorter = (typed, word) if len(typed) > len(word) else (word, typed)
+    if len(longer) - len(shorter) != 1:
+        return False
+    return any(longer[:i] + longer[i + 1 :] == shorter for i in range(len(longer)))
 
 
 def _respell(text: str, fixes: dict[str, str]) -> str:
@@ -319,35 +348,6 @@ def _roles(a: Reading, b: Reading) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=65536)
-def _osa(s: str, t: str) -> int:
-    """Edit distance with adjacent transpositions (typos: 'pasword', 'passwrod')."""
-    prev2: list[int] = []
-    prev = list(range(len(t) + 1))
-    for i, cs in enumerate(s, 1):
-        cur = [i] + [0] * len(t)
-        for j, ct in enumerate(t, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cs != ct))
-            if i > 1 and j > 1 and cs == t[j - 2] and s[i - 2] == ct:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
-def _typo_of(word: str, candidates: Iterable[str]) -> bool:
-    """True when word and a candidate are one edit apart and one of them is no real word."""
-    if len(word) < 4 or not word.isalpha():
-        return False
-    for c in candidates:
-        if not (len(c) >= 4 and abs(len(c) - len(word)) <= 1 and c != word and c.isalpha()):
-            continue
-        if c[0] != word[0] and c[1] != word[1]:
-            continue
-        if (not is_known_word(word) or not is_known_word(c)) and _osa(word, c) <= 1:
-            return True
-    return False
-
-
 def _drop_class(word: str) -> str | None:
     """The droppable class of a (possibly stemmed) word, if it may be left out."""
     return _DROPPABLE_STEMS.get(word) or _DROPPABLE_STEMS.get(stem(word))
@@ -363,9 +363,7 @@ def _matched(word: str, other: Reading) -> bool:
         return True
     if "-" in word and all(_has(p, other) for p in word.split("-") if p):
         return True
-    if "." in word and all(_has(p, other) for p in word.split(".") if p):
-        return True
-    return _typo_of(word, other.content) or _typo_of(word, other.words)
+    return "." in word and all(_has(p, other) for p in word.split(".") if p)
 
 
 def _qualifies(brand: str, r: Reading, other: Reading) -> bool:
@@ -394,9 +392,16 @@ def _split_droppable(
     return keep, classes
 
 
+def _name_matched(name: str, r: Reading, other: Reading) -> bool:
+    # An identifier is compared as written: `getUser` is not `getUsers`.
+    if name in r.code:
+        return name in other.entities or name in other.words
+    return _matched(name, other)
+
+
 def _entities(a: Reading, b: Reading) -> str | None:
-    ua, ca = _split_droppable((e for e in a.entities if not _matched(e, b)), a, b)
-    ub, cb = _split_droppable((e for e in b.entities if not _matched(e, a)), b, a)
+    ua, ca = _split_droppable((e for e in a.entities if not _name_matched(e, a, b)), a, b)
+    ub, cb = _split_droppable((e for e in b.entities if not _name_matched(e, b, a)), b, a)
     if ua or ub or ca & cb:
         return f"names differ: {_fmt(ua)} vs {_fmt(ub)}"
     return None
@@ -470,6 +475,19 @@ def _difference(a: Reading, b: Reading) -> _Difference | str | None:
     return _Difference(only_cached=ua, only_new=ub, reworded=reworded)
 
 
+def _reordered(a: Reading, b: Reading) -> str | None:
+    # The very same words in another order: what differs is what attaches to what
+    # ("bought in store, return online" / "bought online, return in store"), which a
+    # bag of words cannot read, so it is not served.
+    if Counter(a.words) != Counter(b.words):
+        return None
+    ca = [w for w in a.content if _drop_class(w) is None]
+    cb = [w for w in b.content if _drop_class(w) is None]
+    if ca != cb:
+        return f"same words in another order: {' '.join(ca)} / {' '.join(cb)}"
+    return None
+
+
 _RULES: tuple[Callable[[Reading, Reading], str | None], ...] = (
     _numbers,
     _negation,
@@ -480,4 +498,5 @@ _RULES: tuple[Callable[[Reading, Reading], str | None], ...] = (
     _comparatives,
     _roles,
     _entities,
+    _reordered,
 )

@@ -28,6 +28,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _NUMBER = re.compile(r"^[#$€£~]?(\d[\d,]*(?:\.\d+)*)-?([a-z%\"]*)$")
+_CAMEL = re.compile(r"[a-z]{2}[A-Z]")
 _ALNUM = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9]+$")
 _BOUNDARY = frozenset(".?!:;\"'(")
 _VOWELS = frozenset("aeiouy")
@@ -100,6 +101,8 @@ class Reading:
     form: str | None  # what kind of answer it asks for: "what", "how", "yesno", ...
     lookup: frozenset[str]  # every form a word of this question can be matched by
     surface: frozenset[str]  # the words as written (lower case, shorthand expanded)
+    cased: frozenset[str]  # words written with a capital letter (names; never respelt)
+    code: frozenset[str]  # identifiers (`x`, snake_case, dotted, camelCase): matched as written
     joined: frozenset[str]  # adjacent word pairs run together ("date and time" -> datetime)
 
 
@@ -312,14 +315,17 @@ def read_question(text: str) -> Reading:
     """Reads one question into its comparable parts."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
     entities: set[str] = set()
+    code: set[str] = set()
     for span in _CODE_SPAN.findall(text):
         for raw in span.split():
-            entities.update(p for p in _split_raw(raw.strip("'\"")) if p)
+            code.update(p for p in _split_raw(raw.strip("'\"")) if p)
+    entities.update(code)
     text = text.replace("`", " ")
     letters = [c for c in text if c.isalpha()]
     shouting = len(letters) > 3 and sum(c.isupper() for c in letters) > 0.7 * len(letters)
 
     lowered: list[str] = []
+    cased: set[str] = set()
     sentence_start = True
     for m in _TOKEN.finditer(text):
         kind, raw = m.lastgroup, m.group()
@@ -337,6 +343,10 @@ def read_question(text: str) -> Reading:
             for p in parts:
                 if _ALNUM.match(p) or "." in p or "_" in p or p.endswith("()"):
                     entities.add(p)
+                if "." in p or "_" in p or p.endswith("()") or _CAMEL.search(raw):
+                    code.add(p)
+            if not shouting and any(c.isupper() for c in raw):
+                cased.update(parts)
         elif kind == "op":
             parts = [raw.lower().lstrip(".")]
             entities.update(parts)
@@ -403,6 +413,8 @@ def read_question(text: str) -> Reading:
         negations=negations,
         lookup=frozenset(lookup),
         surface=frozenset(w for w in words if w.isalpha()),
+        cased=frozenset(cased),
+        code=frozenset(_entity_form(c) for c in code if c),
     )
 
 

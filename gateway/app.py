@@ -112,6 +112,7 @@ def create_app(
                         connect_timeout_s=config.connect_timeout_s,
                         read_timeout_s=config.upstream_timeout_s,
                         max_connections=config.max_connections,
+                        api_key=config.upstream_api_key,
                     )
                 )
             )

@@ -39,6 +39,11 @@ class GatewaySettings(BaseSettings):
         default="default", description="Tenant of every request in open mode."
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
+    upstream_api_key: str | None = Field(
+        default=None,
+        description="Sent to upstreams as Authorization: Bearer (vllm serve --api-key, hosted "
+        "servers); clients' own keys are never forwarded.",
+    )
     connect_timeout_s: float = Field(default=2.0, description="Upstream connect timeout.")
     upstream_timeout_s: float = Field(default=300.0, description="Upstream read timeout per chunk.")
     max_connections: int = Field(

@@ -49,6 +49,8 @@ class UpstreamPool:
         read_timeout_s: time allowed between two chunks of an answer.
         max_connections: connections kept across all upstreams.
         down_s: how long an upstream that refused a connection is passed over.
+        api_key: sent to every upstream as `Authorization: Bearer` (a `vllm serve --api-key`
+            or a hosted server); clients' own keys are never forwarded.
         transport: an httpx transport to use instead of the network (tests).
     """
 
@@ -60,6 +62,7 @@ class UpstreamPool:
         read_timeout_s: float = 300.0,
         max_connections: int = 256,
         down_s: float = 1.0,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not urls:
@@ -74,6 +77,7 @@ class UpstreamPool:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
             transport=transport,
         )
 

@@ -30,6 +30,8 @@ class UpstreamControl:
     delay_s: float = 0.0
     fail_status: int | None = None
     fail_headers: dict[str, str] = field(default_factory=dict)
+    required_key: str | None = None
+    authorizations: list[str | None] = field(default_factory=list)
     truncate: bool = False
     crash: bool = False
     chunk_delay_s: float = 0.0
@@ -45,7 +47,19 @@ def _question(body: dict[str, Any]) -> str:
 def fake_upstream(control: UpstreamControl) -> Starlette:
     """An OpenAI-like server answering `echo: <question>`, word by word when streamed."""
 
+    def refused(request: Request) -> Response | None:
+        """A 401 in OpenAI's shape when a key is required and not given."""
+        given = request.headers.get("authorization")
+        control.authorizations.append(given)
+        if control.required_key is None or given == f"Bearer {control.required_key}":
+            return None
+        error = {"message": "bad key", "type": "invalid_request_error", "param": None,
+                 "code": "invalid_api_key"}  # fmt: skip
+        return JSONResponse({"error": error}, status_code=401)
+
     async def complete(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         body = await request.json()
         control.calls += 1
         control.bodies.append(body)
@@ -95,7 +109,9 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def models(request: Request) -> JSONResponse:
+    async def models(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def health(request: Request) -> JSONResponse:

@@ -57,3 +57,28 @@ async def test_all_refusing_passes_the_last_error_with_retry_after(stream: bool)
     assert reply.headers["retry-after"] == "7"
     assert reply.json()["error"]["message"] == "boom"
     assert [c.calls for c in controls] == [1, 1]
+
+
+async def test_upstream_key_is_sent_and_client_keys_never_are() -> None:
+    guarded = UpstreamControl(required_key="up-secret")
+    async with (
+        _gateway(guarded, upstream_api_key="up-secret", api_keys="sk-client=acme") as url,
+        httpx.AsyncClient(headers={"authorization": "Bearer sk-client"}) as http,
+    ):
+        reply = await http.post(url + "/v1/chat/completions", json=_ask("hi"))
+        assert reply.status_code == 200
+        streamed = await http.post(url + "/v1/chat/completions", json=_ask("yo", stream=True))
+        assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+        assert (await http.get(url + "/v1/models")).status_code == 200
+    assert guarded.authorizations == ["Bearer up-secret"] * 3
+
+
+async def test_without_the_upstream_key_the_upstream_refusal_passes_through() -> None:
+    guarded = UpstreamControl(required_key="up-secret")
+    async with (
+        _gateway(guarded) as url,
+        httpx.AsyncClient(headers={"authorization": "Bearer up-secret"}) as http,
+    ):
+        reply = await http.post(url + "/v1/chat/completions", json=_ask("hi"))
+    assert reply.status_code == 401
+    assert guarded.authorizations == [None], "the client's key went upstream"

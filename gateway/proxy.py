@@ -339,11 +339,12 @@ class _Relay:
             async for raw, data in iter_events(self._response.aiter_raw()):
                 if data is not None:
                     chunk = assembler.feed(data)
-                    usage_only = (
-                        chunk is not None and chunk.get("usage") and not chunk.get("choices")
-                    )
-                    if self._strip_usage and usage_only:
-                        continue
+                    if self._strip_usage and chunk is not None and "usage" in chunk:
+                        # Usage was asked for the store only: the client sees no trace of it,
+                        # neither the usage chunk nor `"usage": null` on the others.
+                        if chunk["usage"] and not chunk.get("choices"):
+                            continue
+                        raw = event({k: v for k, v in chunk.items() if k != "usage"})
                 yield raw
         except httpx.HTTPError as exc:
             self._call.svc.metrics.upstream_errors.labels("stream_cut").inc()

@@ -44,7 +44,7 @@ def _chunk_base(response: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
         "created": response.get("created"),
         "model": response.get("model"),
     }
-    if response.get("system_fingerprint") is not None:
+    if "system_fingerprint" in response:  # even null: as the upstream's own chunks had it
         base["system_fingerprint"] = response["system_fingerprint"]
     return base
 
@@ -80,7 +80,9 @@ def replay(response: dict[str, Any], endpoint: Endpoint, *, include_usage: bool)
         last["finish_reason"] = choice.get("finish_reason")
         events.append(event({**base, "choices": [last], **extra}))
     if include_usage:
-        events.append(event({**base, "choices": [], "usage": response.get("usage")}))
+        # Servers without a fingerprint (null on the other chunks) leave it off this one.
+        tail = {k: v for k, v in base.items() if k != "system_fingerprint" or v is not None}
+        events.append(event({**tail, "choices": [], "usage": response.get("usage")}))
     events.append(DONE)
     return events
 
@@ -110,7 +112,9 @@ class StreamAssembler:
             self._failed = True
             return None
         if self._base is None:
-            self._base = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+            self._base = {k: chunk.get(k) for k in ("id", "created", "model")}
+            if "system_fingerprint" in chunk:
+                self._base["system_fingerprint"] = chunk["system_fingerprint"]
         if chunk.get("usage"):
             self._usage = chunk["usage"]
         for part in chunk.get("choices") or []:
@@ -158,7 +162,7 @@ class StreamAssembler:
             "choices": choices,
             "usage": self._usage,
         }
-        if self._base.get("system_fingerprint") is not None:
+        if "system_fingerprint" in self._base:
             response["system_fingerprint"] = self._base["system_fingerprint"]
         return response
 

@@ -45,7 +45,9 @@ def _question(body: dict[str, Any]) -> str:
 
 
 def fake_upstream(control: UpstreamControl) -> Starlette:
-    """An OpenAI-like server answering `echo: <question>`, word by word when streamed."""
+    """An OpenAI-like server answering `echo: <question>`, word by word when streamed, in the
+    chunk shape of Sluice's backend and vLLM (`usage: null` on every chunk when usage is asked,
+    `system_fingerprint: null` on chat chunks)."""
 
     def refused(request: Request) -> Response | None:
         """A 401 in OpenAI's shape when a key is required and not given."""
@@ -89,21 +91,28 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
                 obj = "text_completion"
             return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage})
 
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        extra: dict[str, Any] = {"system_fingerprint": None} if chat else {}
+
+        def chunk(choice: dict[str, Any]) -> bytes:
+            usage_field = {"usage": None} if with_usage else {}
+            return _event({**base, "object": obj, **extra, "choices": [choice], **usage_field})
+
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
         async def events() -> AsyncIterator[bytes]:
-            obj = "chat.completion.chunk" if chat else "text_completion"
             for position, word in enumerate(words):
                 piece = word if position == 0 else " " + word
                 part = {"index": 0, "delta": {"content": piece}} if chat else {"text": piece}
-                choice = {"index": 0, **part, "finish_reason": None}
-                yield _event({**base, "object": obj, "choices": [choice]})
+                yield chunk({"index": 0, **part, "logprobs": None, "finish_reason": None})
                 await asyncio.sleep(control.chunk_delay_s)
                 if control.truncate and position == 1:
                     return
                 if control.crash and position == 1:
                     raise RuntimeError("upstream crashed mid-stream")
             last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
-            yield _event({**base, "object": obj, "choices": [{**last, "finish_reason": "stop"}]})
-            if (body.get("stream_options") or {}).get("include_usage"):
+            yield chunk({**last, "logprobs": None, "finish_reason": "stop"})
+            if with_usage:
                 yield _event({**base, "object": obj, "choices": [], "usage": usage})
             yield b"data: [DONE]\n\n"
 
@@ -305,3 +314,16 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def sse_chunks(sse_text: str) -> list[dict[str, Any]]:
+    """The JSON chunks of an SSE body, without `[DONE]`."""
+    datas = [e.removeprefix("data: ") for e in sse_text.split("\n\n") if e.startswith("data: ")]
+    return [json.loads(d) for d in datas if d != "[DONE]"]
+
+
+def chunk_shape(chunks: list[dict[str, Any]]) -> set[tuple[str, ...]]:
+    """Top-level and per-choice key sets of a stream's chunks."""
+    shapes = {tuple(sorted(c)) for c in chunks}
+    shapes |= {("choice", *sorted(p)) for c in chunks for p in c.get("choices", [])}
+    return shapes

@@ -20,7 +20,7 @@ import openai
 import pytest
 import redis
 
-from tests.gateway.fakes import free_port
+from tests.gateway.fakes import chunk_shape, free_port, sse_chunks
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -82,6 +82,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     try:
         store.ping()
     except redis.ConnectionError:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"no Redis at {REDIS_URL}, and CI must run this suite")
         pytest.skip(f"no Redis at {REDIS_URL}")
     prefix = f"sluice-e2e-{uuid.uuid4().hex[:8]}"
     backend_port, gateway_port = free_port(), free_port()
@@ -205,6 +207,40 @@ def test_streaming_replay_of_a_hit_is_a_valid_stream_with_the_same_text(running:
         assert replayed == streamed and streamed
 
     asyncio.run(scenario())
+
+
+def test_streamed_miss_and_replayed_hit_have_the_same_chunk_shape(running: Running) -> None:
+    ask = {
+        "model": running.model,
+        "messages": [{"role": "user", "content": "Describe a canal lock in one line."}],
+        "temperature": 0,
+        "max_tokens": 6,
+        "stream": True,
+    }
+    headers = {"authorization": "Bearer sk-acme"}
+    miss = httpx.post(running.url + "/v1/chat/completions", json=ask, headers=headers)
+    assert miss.headers["x-cache"] == "miss"
+    running.sent["miss"] += 1
+    for _ in range(50):
+        hit = httpx.post(running.url + "/v1/chat/completions", json=ask, headers=headers)
+        running.sent[hit.headers["x-cache"]] += 1
+        if hit.headers["x-cache"] == "hit":
+            break
+        time.sleep(0.05)
+    missed, replayed = sse_chunks(miss.text), sse_chunks(hit.text)
+    assert not any("usage" in c for c in missed + replayed), "usage was not asked for"
+    assert chunk_shape(missed) == chunk_shape(replayed)
+
+
+def test_without_redis_under_ci_the_suite_fails_instead_of_skipping() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+               "-k", "repeat_hits"]  # fmt: skip
+    for ci, expected in (("", 0), ("true", 1)):
+        env = {**os.environ, "REDIS_URL": dead, "CI": ci}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == expected, done.stdout[-2000:]
+    assert "no Redis at" in done.stdout
 
 
 def test_tenants_are_isolated(running: Running) -> None:

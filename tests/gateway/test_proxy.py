@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,14 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.fakes import FakeResponseCache, UpstreamControl, fake_upstream, serving
+from tests.gateway.fakes import (
+    FakeResponseCache,
+    UpstreamControl,
+    chunk_shape,
+    fake_upstream,
+    serving,
+    sse_chunks,
+)
 
 
 def _ask(text: str, **extra: Any) -> dict[str, Any]:
@@ -82,3 +90,29 @@ async def test_without_the_upstream_key_the_upstream_refusal_passes_through() ->
         reply = await http.post(url + "/v1/chat/completions", json=_ask("hi"))
     assert reply.status_code == 401
     assert guarded.authorizations == [None], "the client's key went upstream"
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("endpoint", ["chat", "completion"])
+async def test_streamed_miss_and_replayed_hit_have_the_same_chunkchunk_shape(
+    endpoint: str, include_usage: bool
+) -> None:
+    path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+    ask = _ask("a b c", stream=True)
+    if endpoint == "completion":
+        ask = {"model": "fake", "prompt": "a b c", "temperature": 0, "stream": True}
+    if include_usage:
+        ask["stream_options"] = {"include_usage": True}
+    async with _gateway(UpstreamControl()) as url, httpx.AsyncClient() as http:
+        miss = await http.post(url + path, json=ask)
+        assert miss.headers["x-cache"] == "miss"
+        for _ in range(100):
+            hit = await http.post(url + path, json=ask)
+            if hit.headers["x-cache"] == "hit":
+                break
+            await asyncio.sleep(0.02)
+    assert hit.headers["x-cache"] == "hit"
+    missed, replayed = sse_chunks(miss.text), sse_chunks(hit.text)
+    # OpenAI leaves `usage` out of every chunk unless the client asked for it.
+    assert all(("usage" in c) == include_usage for c in missed + replayed)
+    assert chunk_shape(missed) == chunk_shape(replayed)

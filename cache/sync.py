@@ -158,3 +158,8 @@ class ReplicaSync:
                 await self.poll_once()
             except Exception:  # a bad event must not stop replication
                 self.logger.exception("cache: replica sync failed to apply an event")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for drops a cancel that lands as its operation ends;
+                # without this, stop() would wait for this loop forever.
+                raise asyncio.CancelledError

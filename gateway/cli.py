@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -23,6 +25,8 @@ from gateway.settings import GatewaySettings
 from gateway.table import render_stats
 
 log = logging.getLogger("sluice")
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _flag_type(annotation: Any) -> Any:
@@ -103,7 +107,10 @@ def _banner(settings: GatewaySettings, admin_token: str, generated: bool) -> str
 
 
 async def _serve_all(
-    settings: GatewaySettings, backend: subprocess.Popen[bytes], banner: str
+    settings: GatewaySettings,
+    backend: subprocess.Popen[bytes],
+    banner: str,
+    stop: threading.Event,
 ) -> int:
     config = uvicorn.Config(
         create_app(settings),
@@ -118,6 +125,8 @@ async def _serve_all(
     announced = False
     async with httpx.AsyncClient() as http:
         while not serving.done():
+            if stop.is_set():
+                server.should_exit = True  # a signal that came outside uvicorn's own handling
             if backend.poll() is not None:
                 log.error("the backend exited with code %s; stopping", backend.returncode)
                 server.should_exit = True
@@ -135,8 +144,23 @@ async def _serve_all(
     return 0
 
 
-def _exit_on_sigterm(signum: int, frame: types.FrameType | None) -> None:
-    raise SystemExit(0)
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a `preexec_fn` making the child get SIGTERM when this process dies, even by
+    SIGKILL, so the backend is never left behind; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -155,15 +179,20 @@ def run_serve(args: argparse.Namespace) -> int:
         "--host", "127.0.0.1", "--port", str(backend_port), "--model", args.model,
     ]  # fmt: skip
     log.info("starting the backend (model %s) on port %d", args.model, backend_port)
-    # uvicorn re-raises SIGTERM once it has shut down; as an exception, it still lets the
-    # `finally` below stop the backend instead of killing this process on the spot.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    backend = subprocess.Popen(command)
+    # SIGTERM and SIGINT only ask to stop: uvicorn handles them while it serves, then
+    # re-raises them once it has shut down; this handler takes them quietly, so the event
+    # loop ends normally and the `finally` below stops the backend.
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    backend = subprocess.Popen(command, preexec_fn=_die_with_parent())
     try:
         banner = _banner(settings, str(settings.admin_token), generated)
-        return asyncio.run(_serve_all(settings, backend, banner))
-    except (KeyboardInterrupt, SystemExit):
-        return 0
+        return asyncio.run(_serve_all(settings, backend, banner, stop))
     finally:
         backend.terminate()
         try:

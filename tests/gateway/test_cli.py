@@ -73,27 +73,49 @@ async def test_stats_command_prints_a_running_gateways_numbers(
     assert await asyncio.to_thread(main, ["stats", "--url", stack.url]) == 1
 
 
-@pytest.mark.slow
-def test_serve_runs_backend_and_gateway_together() -> None:
-    port, backend_port = free_port(), free_port()
+def _serve(port: int, backend_port: int, stderr: Any) -> tuple[subprocess.Popen[str], str]:
+    """Starts `sluice serve`; returns it and its banner once it is ready."""
     env = {**os.environ, "SLUICE_GATEWAY_ADMIN_TOKEN": "serve-admin"}
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
          "--backend-port", str(backend_port), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=stderr, env=env, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("serve exited before it was ready")
+        banner.append(line)
+        if "Terminal stats" in line:
+            break
+    return proc, "".join(banner)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _alive(pid: int) -> bool:
     try:
-        assert proc.stdout is not None
-        banner: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, "serve exited before it was ready"
-            banner.append(line)
-            if "Terminal stats" in line:
-                break
-        text = "".join(banner)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_serve_runs_backend_and_gateway_together(tmp_path: Any) -> None:
+    port, backend_port = free_port(), free_port()
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as stderr:
+        proc, text = _serve(port, backend_port, stderr)
+    try:
         assert f"http://127.0.0.1:{port}/v1" in text and "/admin/stats" in text
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/ready").status_code == 200
@@ -115,6 +137,31 @@ def test_serve_runs_backend_and_gateway_together() -> None:
         assert admin.status_code == 200
     finally:
         proc.terminate()
-        assert proc.wait(timeout=30) == 0
+        try:
+            code = proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    assert code == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{backend_port}/health")
+    logged = errors.read_text()
+    assert "Traceback" not in logged and "ERROR" not in logged, logged[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_serve_killed_with_sigkill_leaves_no_backend_behind() -> None:
+    proc, _ = _serve(free_port(), free_port(), subprocess.DEVNULL)
+    try:
+        backends = _children(proc.pid)
+        assert backends, "serve runs its backend as a child process"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in backends) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in backends if _alive(pid)]
+    for pid in left:  # clean up before failing
+        os.kill(pid, 9)
+    assert not left, "the backend outlived a SIGKILLed serve"

@@ -79,3 +79,28 @@ def test_dockerfiles_exist_and_run_the_sluice_command() -> None:
         text = dockerfile.read_text()
         assert f'CMD ["sluice", "{name}"]' in text
         assert "EXPOSE" in text
+
+
+def test_time_limits_suit_real_models() -> None:
+    services = _compose()["services"]
+    backend_env, gateway_env = _env(services["backend"]), _env(services["gateway"])
+
+    def default(value: str) -> float:
+        """The default of a `${VAR:-default}` value, or the value itself."""
+        return float(value.rsplit(":-", 1)[-1].rstrip("}"))
+
+    backend_s = default(backend_env["SLUICE_BACKEND_TIMEOUT_S"])
+    assert backend_s >= 600 > BackendSettings.model_fields["timeout_s"].default
+    # The gateway waits for a whole non-streamed answer: longer than the backend may take.
+    assert default(gateway_env["SLUICE_GATEWAY_UPSTREAM_TIMEOUT_S"]) > backend_s
+    assert BackendSettings(timeout_s=backend_s).timeout_s == backend_s
+
+
+def test_gateway_image_has_hnsw_without_a_compiler_in_the_final_stage() -> None:
+    text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
+    stages = text.split("\nFROM ")
+    assert len(stages) >= 2, "a build stage and a slim final stage"
+    build, final = stages[-2], stages[-1]
+    assert "build-essential" in build and '".[hnsw]"' in build
+    assert "build-essential" not in final and "apt-get" not in final
+    assert "COPY --from=" in final

@@ -36,6 +36,9 @@ def machine_line() -> str:
 
 def reproduce_command() -> str:
     """The command line that produced this run, runnable from the repository root."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:  # run with `python -m`
+        return shlex.join(["python", "-m", spec.name, *sys.argv[1:]])
     script = Path(sys.argv[0]).resolve()
     repo = BENCHMARKS_MD.parent.parent
     if script.is_relative_to(repo):

@@ -335,6 +335,11 @@ class Batcher:
         loop = self._loop
 
         def admit(free: int, idle: bool) -> Sequence[Row]:
+            # Engines ask between steps, often with nothing queued: answering that from this
+            # thread (a deque's length is safe to read under the GIL) spares a round trip
+            # through the event loop, which contended for the GIL with the engine and HTTP.
+            if free < 1 or (not idle and not self._queue):
+                return []
             future = asyncio.run_coroutine_threadsafe(self._admit(free, idle), loop)
             while True:
                 try:

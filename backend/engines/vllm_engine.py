@@ -184,14 +184,13 @@ class VllmEngine:
             raise ValueError("max_rows must be at least 1")
         # Rows past vLLM's own limit would only queue inside vLLM, out of the batcher's bounds.
         max_rows = min(max_rows, self._max_num_seqs)
-        stepped = threading.Event()
+        # Set when a row leaves (a slot is free, or the run may be over). Outputs do not set
+        # it: waking this thread on every token only fights vLLM's loop and the HTTP loop for
+        # the GIL, and slowed continuous mode to a third of window mode's throughput.
+        freed = threading.Event()
         live: set[str] = set()
         lock = threading.Lock()
         failure: list[BaseException] = []
-
-        def on_output(output: RowOutput) -> None:
-            emit(output)
-            stepped.set()
 
         def on_done(request_id: str, future: Future[None]) -> None:
             with lock:
@@ -199,7 +198,7 @@ class VllmEngine:
             error = None if future.cancelled() else future.exception()
             if error is not None:
                 failure.append(error)
-            stepped.set()
+            freed.set()
 
         while True:
             if failure:
@@ -213,11 +212,12 @@ class VllmEngine:
             for row in rows:
                 with lock:
                     live.add(row.request_id)
-                future = self._loop.submit(self._serve_row(row, on_output))
+                future = self._loop.submit(self._serve_row(row, emit))
                 future.add_done_callback(functools.partial(on_done, row.request_id))
-            # Admission follows vLLM's steps: every step emits, which wakes this loop.
-            stepped.wait(_ADMIT_TICK_S)
-            stepped.clear()
+            # vLLM schedules newcomers itself at its next step, so a row is handed over as
+            # soon as it is queued: the tick bounds that wait, a freed slot cuts it short.
+            freed.wait(_ADMIT_TICK_S)
+            freed.clear()
 
     def unfinished_requests(self) -> int:
         """How many requests vLLM is still working on (aborted ones leave at once)."""

@@ -47,8 +47,6 @@ def connect_redis(
     }
     if max_connections is not None:
         common["max_connections"] = max_connections
-    if max_connections is not None:
-        common["max_connections"] = max_connections
     if url is None:
         return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=False)
     scheme = urlsplit(url).scheme

@@ -8,12 +8,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 T = TypeVar("T")
 
 # What an outage looks like from redis-py: its own errors, socket errors, and our timeout.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+# RedisClusterException is not a RedisError: the Cluster client raises it when no node answers
+# ("Redis Cluster cannot be connected") or a slot has no node (SlotNotCoveredError).
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 
 
 class FailOpen:

@@ -178,17 +178,24 @@ class ResponseCache:
             await self.redis.aclose()
 
     async def lookup(
-        self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        exact: bool = True,
+        semantic: bool = True,
     ) -> CacheHit | None:
-        """Exact lookup, then (if `semantic`) semantic lookup within the request's scope."""
-        nsh, kh = namespace_hash(namespace), exact_key(namespace, endpoint, body)
-        response = await self.failopen.run(
-            lambda: self.entries_store.get_response(nsh, kh), None, what="exact lookup"
-        )
-        if response is not None:
-            entry_id = f"{nsh}.{kh}"
-            self._in_background(self.entries_store.touch(entry_id), "hit count")
-            return CacheHit(kind="exact", entry_id=entry_id, response=response)
+        """Exact lookup, then semantic lookup within the request's scope (each if asked)."""
+        if exact:
+            nsh, kh = namespace_hash(namespace), exact_key(namespace, endpoint, body)
+            response = await self.failopen.run(
+                lambda: self.entries_store.get_response(nsh, kh), None, what="exact lookup"
+            )
+            if response is not None:
+                entry_id = f"{nsh}.{kh}"
+                self._in_background(self.entries_store.touch(entry_id), "hit count")
+                return CacheHit(kind="exact", entry_id=entry_id, response=response)
         if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
             return None
         try:

@@ -126,6 +126,7 @@ def create_app(
                 semantic=config.semantic,
                 cache_timeout_s=config.cache_timeout_s,
                 cache_sampled=config.cache_sampled,
+                speculate=config.speculative_upstream,
                 stream_usage=config.upstream_stream_usage,
                 log_bodies=config.log_bodies,
             )

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from gateway.stats import Outcome
 
 Answer = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What a flight hands its followers: the answer, and whether the cache gave it."""
+
+    answer: Answer
+    outcome: Outcome = "miss"
+
+
+Flight: TypeAlias = "asyncio.Future[Shared | None]"
 
 
 class SingleFlight:
@@ -17,31 +31,29 @@ class SingleFlight:
     """
 
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Future[Answer | None]] = {}
+        self._flights: dict[str, Flight] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
 
-    def get(self, key: str) -> asyncio.Future[Answer | None] | None:
+    def get(self, key: str) -> Flight | None:
         """The flight for this key, running or finished, if any."""
         return self._flights.get(key)
 
-    def lead(self, key: str) -> asyncio.Future[Answer | None]:
+    def lead(self, key: str) -> Flight:
         """Starts a flight for this key; the caller must `finish` it."""
-        future: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
+        future: Flight = asyncio.get_running_loop().create_future()
         self._flights[key] = future
         return future
 
-    def finish(
-        self, key: str, future: asyncio.Future[Answer | None], answer: Answer | None, *, keep: bool
-    ) -> None:
+    def finish(self, key: str, future: Flight, shared: Shared | None, *, keep: bool) -> None:
         """Hands the answer (None on failure) to the followers; unlists it unless `keep`."""
         if not future.done():
-            future.set_result(answer)
-        if not keep or answer is None:
+            future.set_result(shared)
+        if not keep or shared is None:
             self.release(key, future)
 
-    def release(self, key: str, future: asyncio.Future[Answer | None]) -> None:
+    def release(self, key: str, future: Flight) -> None:
         """Unlists a flight (once its answer is in the cache, or it failed)."""
         if self._flights.get(key) is future:
             del self._flights[key]

@@ -45,6 +45,11 @@ class GatewayMetrics:
             "Misses that waited for an identical in-flight upstream call instead of making one.",
             registry=self.registry,
         )
+        self.speculation_dropped = Counter(
+            "sluice_gateway_speculative_calls_dropped",
+            "Upstream calls started during a semantic lookup and dropped because it hit.",
+            registry=self.registry,
+        )
         self.inflight = Gauge(
             "sluice_gateway_inflight_requests",
             "Requests being answered now.",

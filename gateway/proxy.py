@@ -20,10 +20,12 @@ from starlette.types import Receive, Scope, Send
 
 from cache.response_cache import CacheHit, Endpoint
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
+from gateway.flight import Flight, Shared
 from gateway.policy import CachePolicy, flight_key, uncacheable_reason
 from gateway.services import Services
 from gateway.sse import StreamAssembler, event, iter_events, replay
 from gateway.stats import Outcome
+from gateway.upstream import UpstreamReply
 
 log = logging.getLogger("sluice.gateway.requests")
 
@@ -174,14 +176,14 @@ async def _join_flight(call: _Call, *, finished_too: bool) -> Response | None:
     if future is None:
         return None
     if future.done():
-        answer = future.result()
-        if not finished_too or answer is None:
+        shared = future.result()
+        if not finished_too or shared is None:
             return None
-        return _answer(call, answer, "exact")
-    answer = await asyncio.shield(future)
-    if answer is None:
+        return _answer(call, shared.answer, "exact")
+    shared = await asyncio.shield(future)
+    if shared is None:
         return None
-    return _answer(call, answer, "miss", coalesced=True)
+    return _answer(call, shared.answer, shared.outcome, coalesced=True)
 
 
 async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
@@ -202,12 +204,15 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
         if shared is not None:
             return shared
         if policy.lookup:
-            hit = await svc.lookup(tenant, endpoint, body)
+            speculate = svc.speculate and svc.semantic
+            hit = await svc.lookup(tenant, endpoint, body, semantic=not speculate)
             if hit is not None:
                 return _answer(call, hit.response, hit.kind, hit=hit)
             shared = await _join_flight(call, finished_too=True)
             if shared is not None:
                 return shared
+            if speculate:
+                return await _race_semantic_lookup(call)
         return await _upstream(call, "miss", flight=svc.flights.lead(call.key))
     except GatewayError as exc:
         call.finish("error", exc.status_code)
@@ -216,72 +221,80 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
         return response
 
 
-async def _upstream(
-    call: _Call, outcome: Outcome, *, flight: asyncio.Future[dict[str, Any] | None] | None
-) -> Response:
+async def _upstream(call: _Call, outcome: Outcome, *, flight: Flight | None) -> Response:
     """Calls upstream (a miss leads the flight of its key; a bypass leads none)."""
     try:
-        if call.stream:
-            return await _stream_upstream(call, outcome, flight)
-        return await _call_upstream(call, outcome, flight)
+        sent = await _send(call, store_usage=flight is not None)
+        return await _deliver(call, outcome, flight, sent)
     except BaseException:
         if flight is not None:
             call.svc.flights.finish(call.key, flight, None, keep=False)
         raise
 
 
-def _settle(
-    call: _Call, flight: asyncio.Future[dict[str, Any] | None] | None, answer: dict[str, Any] | None
-) -> None:
-    """Shares the answer with waiting followers and stores it; failures are never stored."""
-    if flight is None:
-        return
+async def _race_semantic_lookup(call: _Call) -> Response:
+    """An exact miss: the upstream call starts at once and the semantic lookup runs meanwhile.
+
+    A miss then costs no embedding time on top of the upstream's; a semantic hit drops the
+    upstream call (an opened stream is closed, so the upstream sees its client leave and
+    frees the request) and answers from the cache.
+    """
     svc = call.svc
-    keep = answer is not None and call.policy.store
-    svc.flights.finish(call.key, flight, answer, keep=keep)
-    if keep and answer is not None:
-        ttl = call.policy.ttl_s or svc.default_ttl_s
-        svc.spawn(_store_then_release(call, flight, answer, ttl))
-
-
-async def _store_then_release(
-    call: _Call, flight: asyncio.Future[dict[str, Any] | None], answer: dict[str, Any], ttl: int
-) -> None:
+    flight = svc.flights.lead(call.key)
+    sending = asyncio.create_task(_send(call, store_usage=True))
     try:
-        await call.svc.store(call.tenant, call.endpoint, call.body, answer, ttl)
-    finally:
-        call.svc.flights.release(call.key, flight)
+        hit = await svc.lookup(call.tenant, call.endpoint, call.body, exact=False)
+        if hit is not None:
+            await _abandon(sending)
+            svc.metrics.speculation_dropped.inc()
+            # Identical requests that joined this flight share the cached answer.
+            svc.flights.finish(call.key, flight, Shared(hit.response, hit.kind), keep=False)
+            return _answer(call, hit.response, hit.kind, hit=hit)
+        return await _deliver(call, "miss", flight, await sending)
+    except BaseException:
+        await _abandon(sending)
+        svc.flights.finish(call.key, flight, None, keep=False)
+        raise
 
 
-async def _call_upstream(
-    call: _Call, outcome: Outcome, flight: asyncio.Future[dict[str, Any] | None] | None
-) -> Response:
-    reply = await call.svc.upstream.request("POST", call.path, content=call.raw)
-    answer: dict[str, Any] | None = None
-    if reply.status_code == 200 and reply.content_type.startswith(JSON):
-        try:
-            parsed = json.loads(reply.content)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and parsed.get("choices"):
-            answer = parsed
-    _settle(call, flight, answer)
-    call.finish(outcome if reply.status_code < 400 else "error", reply.status_code, answer=answer)
-    headers = _headers(outcome)
-    if reply.retry_after is not None:
-        headers["retry-after"] = reply.retry_after
-    return Response(
-        reply.content, status_code=reply.status_code, media_type=reply.content_type, headers=headers
-    )
+async def _abandon(sending: asyncio.Task[_Sent]) -> None:
+    """Stops an upstream call whose answer is no longer wanted, closing what it opened."""
+    sending.cancel()
+    await asyncio.wait([sending])
+    if sending.cancelled() or sending.exception() is not None:
+        return
+    sent = sending.result()
+    if isinstance(sent, _OpenedStream):
+        with anyio.CancelScope(shield=True):
+            await sent.close()
 
 
-async def _stream_upstream(
-    call: _Call, outcome: Outcome, flight: asyncio.Future[dict[str, Any] | None] | None
-) -> Response:
+@dataclass(frozen=True, kw_only=True)
+class _OpenedStream:
+    """An upstream stream whose headers have arrived and whose body is still unread."""
+
+    opened: AbstractAsyncContextManager[httpx.Response]
+    response: httpx.Response
+    strip_usage: bool
+
+    async def close(self) -> None:
+        await self.opened.__aexit__(None, None, None)
+
+
+_Sent = UpstreamReply | _OpenedStream
+
+
+async def _send(call: _Call, *, store_usage: bool) -> _Sent:
+    """Sends the request upstream: a whole answer, or a stream once its headers are in.
+
+    store_usage: ask a stream for usage too (kept with the stored answer, stripped for a
+    client that did not ask).
+    """
+    if not call.stream:
+        return await call.svc.upstream.request("POST", call.path, content=call.raw)
     content = call.raw
     strip_usage = False
-    if flight is not None and call.svc.stream_usage and not call.include_usage:
-        # Usage is kept with the stored answer; the client that did not ask never sees it.
+    if store_usage and call.svc.stream_usage and not call.include_usage:
         options = call.body.get("stream_options")
         options = {**options} if isinstance(options, dict) else {}
         asked = {**call.body, "stream_options": {**options, "include_usage": True}}
@@ -289,11 +302,64 @@ async def _stream_upstream(
         strip_usage = True
     opened = call.svc.upstream.stream("POST", call.path, content=content)
     response = await opened.__aenter__()
+    return _OpenedStream(opened=opened, response=response, strip_usage=strip_usage)
+
+
+def _settle(call: _Call, flight: Flight | None, answer: dict[str, Any] | None) -> None:
+    """Shares the answer with waiting followers and stores it; failures are never stored."""
+    if flight is None:
+        return
+    svc = call.svc
+    keep = answer is not None and call.policy.store
+    svc.flights.finish(call.key, flight, None if answer is None else Shared(answer), keep=keep)
+    if keep and answer is not None:
+        ttl = call.policy.ttl_s or svc.default_ttl_s
+        svc.spawn(_store_then_release(call, flight, answer, ttl))
+
+
+async def _store_then_release(
+    call: _Call, flight: Flight, answer: dict[str, Any], ttl: int
+) -> None:
+    try:
+        await call.svc.store(call.tenant, call.endpoint, call.body, answer, ttl)
+    finally:
+        call.svc.flights.release(call.key, flight)
+
+
+async def _deliver(call: _Call, outcome: Outcome, flight: Flight | None, sent: _Sent) -> Response:
+    """Answers the client from what upstream sent, settling the flight and the stats."""
+    if isinstance(sent, _OpenedStream):
+        return await _deliver_stream(call, outcome, flight, sent)
+    answer: dict[str, Any] | None = None
+    if sent.status_code == 200 and sent.content_type.startswith(JSON):
+        try:
+            parsed = json.loads(sent.content)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("choices"):
+            answer = parsed
+    _settle(call, flight, answer)
+    call.finish(outcome if sent.status_code < 400 else "error", sent.status_code, answer=answer)
+    headers = _headers(outcome)
+    if sent.retry_after is not None:
+        headers["retry-after"] = sent.retry_after
+    return Response(
+        sent.content, status_code=sent.status_code, media_type=sent.content_type, headers=headers
+    )
+
+
+async def _deliver_stream(
+    call: _Call,
+    outcome: Outcome,
+    flight: Flight | None,
+    sent: _OpenedStream,
+) -> Response:
+    response = sent.response
     if response.status_code != 200:
         try:
             data = await response.aread()
         finally:
-            await opened.__aexit__(None, None, None)
+            await sent.close()
         _settle(call, flight, None)
         call.finish("error", response.status_code)
         headers = _headers(outcome)
@@ -305,8 +371,7 @@ async def _stream_upstream(
             media_type=response.headers.get("content-type", JSON),
             headers=headers,
         )
-    relay = _Relay(call, outcome, flight, opened, response, strip_usage=strip_usage)
-    return _RelayResponse(relay)
+    return _RelayResponse(_Relay(call, outcome, flight, sent))
 
 
 class _Relay:
@@ -321,25 +386,21 @@ class _Relay:
         self,
         call: _Call,
         outcome: Outcome,
-        flight: asyncio.Future[dict[str, Any] | None] | None,
-        opened: AbstractAsyncContextManager[httpx.Response],
-        response: httpx.Response,
-        *,
-        strip_usage: bool,
+        flight: Flight | None,
+        sent: _OpenedStream,
     ) -> None:
         self._call, self.outcome, self._flight = call, outcome, flight
-        self._opened, self._response = opened, response
-        self._strip_usage = strip_usage
+        self._sent = sent
         self._answer: dict[str, Any] | None = None
         self._closed = False
 
     async def events(self) -> AsyncIterator[bytes]:
         assembler = StreamAssembler(self._call.endpoint)
         try:
-            async for raw, data in iter_events(self._response.aiter_raw()):
+            async for raw, data in iter_events(self._sent.response.aiter_raw()):
                 if data is not None:
                     chunk = assembler.feed(data)
-                    if self._strip_usage and chunk is not None and "usage" in chunk:
+                    if self._sent.strip_usage and chunk is not None and "usage" in chunk:
                         # Usage was asked for the store only: the client sees no trace of it,
                         # neither the usage chunk nor `"usage": null` on the others.
                         if chunk["usage"] and not chunk.get("choices"):
@@ -360,7 +421,7 @@ class _Relay:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            await self._opened.__aexit__(None, None, None)
+            await self._sent.close()
         _settle(self._call, self._flight, self._answer)
         final: Outcome = self.outcome if self._answer is not None else "error"
         self._call.finish(final, 200, answer=self._answer)

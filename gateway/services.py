@@ -23,7 +23,13 @@ class Cache(Protocol):
     """What the gateway needs of `cache.ResponseCache` (see cache/response_cache.py)."""
 
     async def lookup(
-        self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        exact: bool = True,
+        semantic: bool = True,
     ) -> CacheHit | None: ...
 
     async def store(
@@ -70,6 +76,7 @@ class Services:
     semantic: bool = True
     cache_timeout_s: float = 2.0
     cache_sampled: bool = False
+    speculate: bool = True
     stream_usage: bool = True
     log_bodies: bool = False
     flights: SingleFlight = field(default_factory=SingleFlight)
@@ -99,12 +106,23 @@ class Services:
             log.warning("cache answers again")
 
     async def lookup(
-        self, tenant: str, endpoint: Endpoint, body: dict[str, Any]
+        self,
+        tenant: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        exact: bool = True,
+        semantic: bool = True,
     ) -> CacheHit | None:
-        """Cache lookup that never fails the request: errors and slowness count as a miss."""
+        """Cache lookup that never fails the request: errors and slowness count as a miss.
+
+        exact, semantic: which stages to run (semantic only where the gateway enables it).
+        """
         try:
             async with asyncio.timeout(self.cache_timeout_s):
-                hit = await self.cache.lookup(tenant, endpoint, body, semantic=self.semantic)
+                hit = await self.cache.lookup(
+                    tenant, endpoint, body, exact=exact, semantic=semantic and self.semantic
+                )
         except Exception as exc:
             self.cache_failed("lookup", exc)
             return None

@@ -83,6 +83,12 @@ class GatewaySettings(BaseSettings):
     cache_timeout_s: float = Field(
         default=2.0, description="Longest wait for a cache lookup before going upstream."
     )
+    speculative_upstream: bool = Field(
+        default=True,
+        description="On an exact miss, call upstream while the semantic lookup runs and drop "
+        "the call on a semantic hit: misses don't wait for the embedding. Turn off when the "
+        "upstream bills for calls dropped before they finish.",
+    )
     cache_sampled: bool = Field(
         default=False,
         description="Also cache requests sampled (temperature > 0 or unset) without a seed; "

@@ -33,6 +33,16 @@ async def test_semantic_hit_within_scope(make_cache: CacheFactory) -> None:
     assert await cache.lookup("acme", "chat", chat("a recipe for onion soup")) is None
 
 
+async def test_semantic_only_lookup_skips_the_exact_stage(make_cache: CacheFactory) -> None:
+    cache = await make_cache(similarity_threshold=0.9)
+    body = chat("cheap flights to Paris in May")
+    await cache.store("acme", "chat", body, answer("A"))
+    hit = await cache.lookup("acme", "chat", body, exact=False)
+    # The stored question itself, found by meaning: similarity 1, not an exact hit.
+    assert hit is not None and hit.kind == "semantic"
+    assert await cache.lookup("acme", "chat", body, exact=False, semantic=False) is None
+
+
 async def test_namespaces_are_isolated_exact_and_semantic(make_cache: CacheFactory) -> None:
     cache = await make_cache(similarity_threshold=0.5)
     body = chat("How do I reset my password?")

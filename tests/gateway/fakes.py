@@ -36,6 +36,9 @@ class UpstreamControl:
     crash: bool = False
     chunk_delay_s: float = 0.0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    # When each request arrived (monotonic), and how many clients left before their answer.
+    arrivals: list[float] = field(default_factory=list)
+    left_early: int = 0
 
 
 def _question(body: dict[str, Any]) -> str:
@@ -65,7 +68,10 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
         body = await request.json()
         control.calls += 1
         control.bodies.append(body)
-        await asyncio.sleep(control.delay_s)
+        control.arrivals.append(time.monotonic())
+        if not await _stayed(request, control.delay_s):
+            control.left_early += 1
+            return Response(status_code=499)
         if control.fail_status is not None:
             error = {"message": "boom", "type": "server_error", "param": None, "code": None}
             return JSONResponse(
@@ -101,20 +107,28 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         async def events() -> AsyncIterator[bytes]:
-            for position, word in enumerate(words):
-                piece = word if position == 0 else " " + word
-                part = {"index": 0, "delta": {"content": piece}} if chat else {"text": piece}
-                yield chunk({"index": 0, **part, "logprobs": None, "finish_reason": None})
-                await asyncio.sleep(control.chunk_delay_s)
-                if control.truncate and position == 1:
-                    return
-                if control.crash and position == 1:
-                    raise RuntimeError("upstream crashed mid-stream")
-            last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
-            yield chunk({**last, "logprobs": None, "finish_reason": "stop"})
-            if with_usage:
-                yield _event({**base, "object": obj, "choices": [], "usage": usage})
-            yield b"data: [DONE]\n\n"
+            ended = False
+            try:
+                for position, word in enumerate(words):
+                    piece = word if position == 0 else " " + word
+                    part = {"index": 0, "delta": {"content": piece}} if chat else {"text": piece}
+                    yield chunk({"index": 0, **part, "logprobs": None, "finish_reason": None})
+                    await asyncio.sleep(control.chunk_delay_s)
+                    if control.truncate and position == 1:
+                        ended = True
+                        return
+                    if control.crash and position == 1:
+                        ended = True
+                        raise RuntimeError("upstream crashed mid-stream")
+                last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
+                yield chunk({**last, "logprobs": None, "finish_reason": "stop"})
+                if with_usage:
+                    yield _event({**base, "object": obj, "choices": [], "usage": usage})
+                yield b"data: [DONE]\n\n"
+                ended = True
+            finally:
+                if not ended:
+                    control.left_early += 1
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -145,6 +159,16 @@ def fake_upstream(control: UpstreamControl) -> Starlette:
             Route("/metrics", metrics),
         ]
     )
+
+
+async def _stayed(request: Request, seconds: float) -> bool:
+    """Waits `seconds`, unless the client leaves first (False then)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if await request.is_disconnected():
+            return False
+        await asyncio.sleep(min(left, 0.01))
+    return True
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -190,20 +214,31 @@ class FakeResponseCache:
         self.scoped: dict[tuple[str, str], _Entry] = {}
         self.records: list[tuple[str, str, Outcome]] = []
         self.down = False
+        # How long a semantic lookup takes (the embedding), and when each one ended.
+        self.semantic_delay_s = 0.0
+        self.semantic_ends: list[float] = []
 
     def _check(self) -> None:
         if self.down:
             raise ConnectionError("redis is down")
 
     async def lookup(
-        self, namespace: str, endpoint: Endpoint, body: dict[str, Any], *, semantic: bool = True
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        exact: bool = True,
+        semantic: bool = True,
     ) -> CacheHit | None:
         self._check()
-        entry = self.exact.get(_exact(namespace, endpoint, body))
+        entry = self.exact.get(_exact(namespace, endpoint, body)) if exact else None
         if entry is not None:
             entry.hits += 1
             return CacheHit(kind="exact", entry_id=entry.entry_id, response=entry.response)
         if semantic:
+            await asyncio.sleep(self.semantic_delay_s)
+            self.semantic_ends.append(time.monotonic())
             entry = self.scoped.get((_scope(namespace, endpoint, body), _normal(_question(body))))
             if entry is not None:
                 entry.hits += 1

@@ -124,16 +124,17 @@ class Services:
     backend: str
     gateway: str
     gateway_exact_only: str
+    gateway_no_speculation: str
     prefix: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
 @contextlib.contextmanager
 def services(model: str, log_path: str) -> Iterator[Services]:
-    """Backend + a gateway with the full cache + a gateway with the exact cache only."""
+    """Backend + gateways: full cache, exact cache only, full cache without speculation."""
     redis_url = urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
     prefix = f"sluice-bench-{uuid.uuid4().hex[:8]}"
-    ports = [_free_port() for _ in range(3)]
+    ports = [_free_port() for _ in range(4)]
     backend_url = f"http://127.0.0.1:{ports[0]}"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the processes
     run = [sys.executable, "-m", "gateway.cli"]
@@ -155,12 +156,18 @@ def services(model: str, log_path: str) -> Iterator[Services]:
          "--no-semantic", *common],
         stdout=log, stderr=subprocess.STDOUT,
     ))  # fmt: skip
+    procs.append(subprocess.Popen(
+        [*run, "gateway", "--port", str(ports[3]), "--cache-key-prefix", prefix + "-s",
+         "--no-speculative-upstream", *common],
+        stdout=log, stderr=subprocess.STDOUT,
+    ))  # fmt: skip
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         _wait(urls[0], "/health", procs[0])
         _wait(urls[1], "/ready", procs[1])
-        _wait(urls[2], "/ready", procs[2])
-        yield Services(urls[0], urls[1], urls[2], prefix, procs)
+        for url, proc in zip(urls[1:], procs[1:], strict=True):
+            _wait(url, "/ready", proc)
+        yield Services(*urls, prefix, procs)
     finally:
         for proc in procs:
             proc.terminate()
@@ -251,11 +258,16 @@ async def hit_serving(svc: Services, model: str, seconds: float) -> list[dict[st
 
 
 async def miss_overhead(svc: Services, model: str, rounds: int) -> dict[str, dict[str, float]]:
-    """Unique questions, one at a time, alternating: backend direct, gateway (full cache),
-    gateway (exact cache only), gateway bypass (no-cache, no-store: proxy only)."""
+    """Unique questions, one at a time, alternating: backend direct, gateway (full cache, the
+    upstream call racing the semantic lookup), gateway (full cache, upstream called after the
+    semantic lookup), gateway (exact cache only), gateway bypass (proxy only)."""
     targets = {
         "backend direct": (svc.backend, {}),
         "gateway miss (exact + semantic lookup)": (svc.gateway, {}),
+        "gateway miss (semantic lookup before the upstream call)": (
+            svc.gateway_no_speculation,
+            {},
+        ),
         "gateway miss (exact lookup only)": (svc.gateway_exact_only, {}),
         "gateway bypass (proxy only)": (svc.gateway, {"cache-control": "no-cache, no-store"}),
     }
@@ -329,6 +341,7 @@ async def zipf_workload(
         for task in rng.choices(range(len(TASKS)), weights=weights, k=requests)
     ]
     before = _backend_requests(svc.backend)
+    tokens_before = _backend_counter(svc.backend, "sluice_backend_generated_tokens_total")
     outcomes: Counter[str] = Counter()
     served_from: list[tuple[int, str]] = []  # (task asked, entry that answered) of semantic hits
     host, port = _host_port(svc.gateway)
@@ -349,7 +362,10 @@ async def zipf_workload(
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
-    reached = _backend_requests(svc.backend) - before
+    after = _backend_requests(svc.backend)
+    answered = after.get("ok", 0.0) - before.get("ok", 0.0)
+    dropped = after.get("cancelled", 0.0) - before.get("cancelled", 0.0)
+    tokens = _backend_counter(svc.backend, "sluice_backend_generated_tokens_total") - tokens_before
     asked_as = {
         FORMS[f].format(t=TASKS[t]): t for t in range(len(TASKS)) for f in range(len(FORMS))
     }
@@ -360,8 +376,10 @@ async def zipf_workload(
         "requests": requests,
         "seconds": elapsed,
         "outcomes": dict(outcomes),
-        "backend_requests": reached,
-        "never_reached": 1 - reached / requests,
+        "backend_answered": answered,
+        "backend_dropped": dropped,
+        "backend_tokens": tokens,
+        "never_answered": 1 - answered / requests,
         "exact_ceiling": 1 - len(set(plan)) / requests,
         "meaning_ceiling": 1 - len({t for t, _ in plan}) / requests,
     }
@@ -383,13 +401,20 @@ def _entries(url: str) -> list[dict[str, Any]]:
     return out
 
 
-def _backend_requests(url: str) -> float:
+def _backend_requests(url: str) -> dict[str, float]:
+    """The backend's request counts by outcome (ok, cancelled, ...)."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    total = 0.0
+    counts: dict[str, float] = {}
     for line in text.splitlines():
-        if re.match(r"sluice_backend_requests_total(\{|\s)", line):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        found = re.match(r'sluice_backend_requests_total\{outcome="(\w+)"\} (\S+)', line)
+        if found:
+            counts[found[1]] = counts.get(found[1], 0.0) + float(found[2])
+    return counts
+
+
+def _backend_counter(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 # ---------------------------------------------------------------- report
@@ -414,7 +439,7 @@ def render_hits(hits: list[dict[str, float]]) -> list[str]:
 def render_misses(misses: dict[str, dict[str, float]], model: str) -> list[str]:
     lines = [
         f"**Miss overhead** (unique questions one at a time, backend `{model}` preset with "
-        "max_tokens=1, each round asking all four paths in turn; overhead = median over rounds "
+        "max_tokens=1, each round asking every path in turn; overhead = median over rounds "
         "of the path's latency minus the direct request's; target < 3 ms)",
         "",
         "| path | p50 ms | p99 ms | overhead p50 ms |",
@@ -439,8 +464,11 @@ def render_zipf(zipf: dict[str, Any]) -> list[str]:
         f"| exact hits / semantic hits / misses | {out.get('hit', 0)} / "
         f"{out.get('semantic', 0)} / {out.get('miss', 0)} |",
         f"| semantic hits answered with another task's answer | {zipf['wrong_semantic']} |",
-        f"| requests that reached the backend | {zipf['backend_requests']:.0f} |",
-        f"| **share that never reached the backend** | **{zipf['never_reached']:.1%}** |",
+        f"| requests the backend answered | {zipf['backend_answered']:.0f} |",
+        f"| upstream calls dropped for a semantic hit (cancelled in the backend) | "
+        f"{zipf['backend_dropped']:.0f} |",
+        f"| tokens the backend generated | {zipf['backend_tokens']:.0f} |",
+        f"| **share of requests the backend did not answer** | **{zipf['never_answered']:.1%}** |",
         f"| ceiling for an exact-only cache (repeats of the same wording) | "
         f"{zipf['exact_ceiling']:.1%} |",
         f"| ceiling for a perfect meaning match (repeats of the same task) | "

@@ -6,17 +6,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from gateway.stats import Outcome
+from cache.response_cache import CacheHit
 
 Answer = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """What a flight hands its followers: the answer, and whether the cache gave it."""
+    """What a flight hands its followers: the answer, and the cache hit that gave it, if any."""
 
     answer: Answer
-    outcome: Outcome = "miss"
+    hit: CacheHit | None = None
 
 
 Flight: TypeAlias = "asyncio.Future[Shared | None]"

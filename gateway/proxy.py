@@ -183,7 +183,9 @@ async def _join_flight(call: _Call, *, finished_too: bool) -> Response | None:
     shared = await asyncio.shield(future)
     if shared is None:
         return None
-    return _answer(call, shared.answer, shared.outcome, coalesced=True)
+    if shared.hit is not None:
+        return _answer(call, shared.answer, shared.hit.kind, hit=shared.hit, coalesced=True)
+    return _answer(call, shared.answer, "miss", coalesced=True)
 
 
 async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
@@ -248,7 +250,7 @@ async def _race_semantic_lookup(call: _Call) -> Response:
             await _abandon(sending)
             svc.metrics.speculation_dropped.inc()
             # Identical requests that joined this flight share the cached answer.
-            svc.flights.finish(call.key, flight, Shared(hit.response, hit.kind), keep=False)
+            svc.flights.finish(call.key, flight, Shared(hit.response, hit), keep=False)
             return _answer(call, hit.response, hit.kind, hit=hit)
         return await _deliver(call, "miss", flight, await sending)
     except BaseException:

@@ -86,6 +86,7 @@ async def test_identical_requests_during_the_lookup_share_the_cached_answer(
     }
     # One led the lookup; the other two waited for it and are counted as semantic hits too.
     assert [r.headers["x-cache"] for r in replies] == ["semantic"] * 3
+    assert len({r.headers["x-cache-entry"] for r in replies}) == 1
     assert stack.upstream.calls == 2  # the seed, and the one dropped speculative call
 
 

@@ -1,9 +1,17 @@
-"""Gathers concurrent requests into time-windowed batches and runs each on the engine.
+"""Gathers concurrent requests into batches and runs them on the engine.
 
-One private record per request holds its output channel (an asyncio queue fed from the
-engine's worker thread through `loop.call_soon_threadsafe`). A batch opens with the oldest
-queued request and closes when `max_wait_ms` has passed since that request arrived or
-`max_batch_size` requests are in it; requests arriving while a batch runs wait for the next.
+One private record per request holds its output channel (an asyncio queue). A window batch
+opens with the oldest queued request and closes when `max_wait_ms` has passed since that
+request arrived or `max_batch_size` requests are in it; requests arriving while a batch runs
+wait for the next. In continuous mode queued requests join the running batch as soon as
+fewer than `max_batch_size` rows are live.
+
+Engines come in two kinds. A thread engine (`Engine`, the torch engine) runs a whole batch or
+continuous run in one worker thread and hands its outputs to the loop through
+`loop.call_soon_threadsafe`. An async engine (`AsyncEngine`, vLLM) schedules rows itself:
+each row is a task on this event loop whose outputs go straight to its channel, and
+cancelling the task stops the row in the engine.
+
 Every accepted request gets exactly one answer: its final output or one error (the
 engine's failure on the batch, or on this request's row alone).
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -25,6 +34,8 @@ from types import TracebackType
 from typing import Literal, cast
 
 from backend.engines.base import (
+    AnyEngine,
+    AsyncEngine,
     ContinuousEngine,
     Emit,
     Engine,
@@ -32,6 +43,7 @@ from backend.engines.base import (
     Row,
     RowOutput,
     SamplingParams,
+    is_async_engine,
 )
 from backend.errors import BackendError, DeadlineExceeded, EngineFailed, QueueFull, ShuttingDown
 from backend.metrics import BackendMetrics
@@ -39,7 +51,8 @@ from backend.metrics import BackendMetrics
 log = logging.getLogger("sluice.backend.batcher")
 
 BatchingMode = Literal["window", "continuous"]
-# A worker thread that ignores cancelled rows still gets this long to return at shutdown.
+# A worker thread that ignores cancelled rows, or a cancelled row task of an async engine,
+# still gets this long to return at shutdown.
 _WORKER_GRACE_S = 5.0
 
 
@@ -68,6 +81,8 @@ class _Pending:
     # atomic under the GIL, which is all the engine needs).
     cancel_flag: bool = False
     timer: asyncio.TimerHandle | None = None
+    # An async engine's row runs in this task; cancelling it stops the row in the engine.
+    task: asyncio.Task[None] | None = None
 
     def is_cancelled(self) -> bool:
         return self.cancel_flag
@@ -142,21 +157,23 @@ class Batcher:
     """Runs an engine over time-windowed batches of queued requests.
 
     Args:
-        engine: the loaded model; `run_batch` is called in one worker thread.
+        engine: the loaded model. A thread engine's `run_batch` / `run_continuous` is
+            called in one worker thread; an async engine's rows run as tasks on the loop.
         max_batch_size: most requests in one batch (1 disables batching).
         max_wait_ms: how long a batch stays open after its oldest request arrived.
         max_queue: most requests waiting for a batch; past it `submit` raises QueueFull.
         timeout_s: per-request deadline from arrival to the final output.
         drain_timeout_s: at exit, how long queued and running requests get to finish.
-        batching: "window" (closed batches); "continuous" needs an engine with
-            `run_continuous` and admits queued requests between its decoding steps, up to
-            max_batch_size rows at once (max_wait_ms is not used then).
+        batching: "window" (closed batches); "continuous" admits queued requests while
+            others generate, up to max_batch_size rows at once (max_wait_ms is not used
+            then). A thread engine needs `run_continuous` for it; an async engine is handed
+            each request as soon as a row is free and schedules it itself.
         metrics: where to record queue depth, batch sizes, waits and outcomes.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: AnyEngine,
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 10,
@@ -168,9 +185,14 @@ class Batcher:
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0 or timeout_s <= 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")
-        if batching == "continuous" and not callable(getattr(engine, "run_continuous", None)):
-            raise ValueError("batching='continuous' needs an engine with run_continuous()")
-        self._engine = engine
+        self._async_engine: AsyncEngine | None = None
+        self._thread_engine: Engine | None = None
+        if is_async_engine(engine):
+            self._async_engine = engine
+        else:
+            if batching == "continuous" and not callable(getattr(engine, "run_continuous", None)):
+                raise ValueError("batching='continuous' needs an engine with run_continuous()")
+            self._thread_engine = cast(Engine, engine)
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000
         self._max_queue = max_queue
@@ -185,6 +207,8 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Live row tasks of an async engine; a row leaves this set once its task has ended.
+        self._row_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def accepting(self) -> bool:
@@ -200,9 +224,15 @@ class Batcher:
             raise RuntimeError("A Batcher cannot be reopened once it has been started.")
         self._loop = asyncio.get_running_loop()
         self._arrival = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-engine")
+        if self._async_engine is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-engine")
         self._status = _Status.OPEN
-        loop_fn = self._continuous_loop if self._batching == "continuous" else self._window_loop
+        if self._batching == "window":
+            loop_fn = self._window_loop
+        elif self._async_engine is not None:
+            loop_fn = self._continuous_tasks_loop
+        else:
+            loop_fn = self._continuous_loop
         # The batcher holds the only strong reference to its loop task until exit.
         self._task = asyncio.create_task(loop_fn(), name="sluice-batcher")
         return self
@@ -236,6 +266,7 @@ class Batcher:
                 await self._task
             self._fail_all(ShuttingDown("The backend shut down before the request finished."))
             self._status = _Status.CLOSED
+            await self._stop_row_tasks()
             await self._stop_worker()
 
     def submit(
@@ -270,7 +301,9 @@ class Batcher:
             batch = await self._next_batch()
             if batch is None:
                 return
-            if batch:
+            if batch and self._async_engine is not None:
+                await self._run_row_tasks(batch)
+            elif batch:
                 await self._run_batch(batch)
 
     async def _next_batch(self) -> list[_Pending] | None:
@@ -308,12 +341,14 @@ class Batcher:
         return batch
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        """Runs a closed batch on a thread engine, in the worker thread."""
         assert self._loop is not None and self._executor is not None
+        assert self._thread_engine is not None
         rows = [p.row for p in batch]
         started = time.perf_counter()
         try:
             await self._loop.run_in_executor(
-                self._executor, self._engine.run_batch, rows, self._emitter()
+                self._executor, self._thread_engine.run_batch, rows, self._emitter()
             )
         except Exception as exc:
             log.exception("engine failed on a batch of %d", len(batch))
@@ -326,12 +361,36 @@ class Batcher:
             self._running.pop(pending.row.request_id, None)
         self._metrics.running_rows.set(len(self._running))
 
+    async def _run_row_tasks(self, batch: list[_Pending]) -> None:
+        """Starts every row of a closed batch at once on an async engine; waits for them all."""
+        started = time.perf_counter()
+        tasks = [self._start_row(pending) for pending in batch]
+        try:
+            await asyncio.wait(tasks)
+        finally:
+            self._metrics.batch_run_seconds.observe(time.perf_counter() - started)
+
     # -- continuous mode ---------------------------------------------------------------
 
+    async def _continuous_tasks_loop(self) -> None:
+        """Starts each queued request on the async engine as soon as a row is free.
+
+        Wakes on arrivals and when a row task ends; the engine adds each new row to its
+        running batch at its next step.
+        """
+        while True:
+            free = self._max_batch_size - len(self._row_tasks)
+            if free > 0 and self._queue:
+                for pending in self._take(free):
+                    self._start_row(pending)
+            if self._status is not _Status.OPEN and not self._queue and not self._row_tasks:
+                return
+            await self._wait_arrival(None)
+
     async def _continuous_loop(self) -> None:
-        """Hands the engine one long run that admits queued requests between decoding steps."""
+        """Hands a thread engine one long run that admits queued requests between steps."""
         assert self._loop is not None and self._executor is not None
-        engine = cast(ContinuousEngine, self._engine)
+        engine = cast(ContinuousEngine, self._thread_engine)
         loop = self._loop
 
         def admit(free: int, idle: bool) -> Sequence[Row]:
@@ -375,10 +434,54 @@ class Batcher:
             await self._wait_arrival(None)
         return [p.row for p in self._take(free)]
 
+    # -- rows of an async engine ---------------------------------------------------------
+
+    def _start_row(self, pending: _Pending) -> asyncio.Task[None]:
+        """Runs one taken request as a task on this loop."""
+        task = asyncio.create_task(
+            self._serve_row(pending), name=f"sluice-row-{pending.row.request_id}"
+        )
+        pending.task = task
+        # The batcher holds the strong references to its row tasks until they end.
+        self._row_tasks.add(task)
+        # A callback rather than `finally`: a task cancelled before it first ran has no body
+        # to run one, and its row must still leave.
+        task.add_done_callback(functools.partial(self._row_ended, pending))
+        return task
+
+    async def _serve_row(self, pending: _Pending) -> None:
+        assert self._async_engine is not None
+        try:
+            async for output in self._async_engine.stream_row(pending.row):
+                self._on_output(output)
+        except Exception as exc:
+            # Only this row failed (a dead engine fails each of its rows this way).
+            log.exception("engine failed on request %s", pending.row.request_id)
+            self._finish(pending, EngineFailed(f"The engine failed: {exc}"), "error")
+
+    def _row_ended(self, pending: _Pending, task: asyncio.Task[None]) -> None:
+        self._row_tasks.discard(task)
+        pending.task = None
+        self._finish(pending, EngineFailed("The engine did not finish this request."), "error")
+        if self._running.pop(pending.row.request_id, None) is not None:
+            self._metrics.running_rows.set(len(self._running))
+        # A row is free: continuous mode may start a queued request, or a drain may end.
+        self._wake()
+
+    async def _stop_row_tasks(self) -> None:
+        """Cancels the row tasks still live after a drain and waits briefly for them."""
+        tasks = list(self._row_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=_WORKER_GRACE_S)
+            if late:
+                log.warning("%d row tasks still running after shutdown; leaving them", len(late))
+
     # -- shared machinery ----------------------------------------------------------------
 
     def _emitter(self) -> Emit:
-        """An emit callback for the worker thread that hands each output to the loop."""
+        """An emit callback for a thread engine's worker that hands each output to the loop."""
         loop = self._loop
         assert loop is not None
 
@@ -420,7 +523,7 @@ class Batcher:
     def _cancel(self, pending: _Pending) -> None:
         if pending.state is _State.DONE:
             return
-        pending.cancel_flag = True
+        self._stop_row(pending)
         if pending.state is _State.QUEUED:
             self._remove_queued(pending)
         pending.state = _State.DONE
@@ -429,10 +532,17 @@ class Batcher:
         self._metrics.count_request("cancelled")
 
     def _expire(self, pending: _Pending) -> None:
-        pending.cancel_flag = True
+        self._stop_row(pending)
         if pending.state is _State.QUEUED:
             self._remove_queued(pending)
         self._finish(pending, DeadlineExceeded(self._timeout_s), "timeout")
+
+    @staticmethod
+    def _stop_row(pending: _Pending) -> None:
+        """Tells the engine to drop the row: a flag for thread engines, a task cancel for async."""
+        pending.cancel_flag = True
+        if pending.task is not None:
+            pending.task.cancel()
 
     def _remove_queued(self, pending: _Pending) -> None:
         with contextlib.suppress(ValueError):
@@ -445,7 +555,7 @@ class Batcher:
         while self._queue:
             self._finish(self._queue.popleft(), error, "unavailable")
         for pending in list(self._running.values()):
-            pending.cancel_flag = True
+            self._stop_row(pending)
             self._finish(pending, error, "unavailable")
         self._running.clear()
         self._metrics.queue_depth.set(0)

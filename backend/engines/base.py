@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeGuard
 
 FinishReason = Literal["stop", "length"]
 
@@ -24,7 +24,11 @@ class SamplingParams:
 
 @dataclass(kw_only=True)
 class Row:
-    """One request inside a batch. `cancelled` is polled between decoding steps."""
+    """One request inside a batch.
+
+    `cancelled` is polled between decoding steps by the thread engines (`Engine`); an
+    `AsyncEngine`'s row is cancelled through its task instead.
+    """
 
     request_id: str
     prompt_token_ids: list[int]
@@ -55,8 +59,8 @@ class RowOutput:
 Emit = Callable[[RowOutput], None]
 
 
-class Engine(Protocol):
-    """A loaded model that serves a whole batch of rows with one forward pass per step."""
+class ServedModel(Protocol):
+    """What the HTTP layer needs from any engine: the model's name, limits and tokenizer."""
 
     @property
     def model_name(self) -> str: ...
@@ -74,6 +78,10 @@ class Engine(Protocol):
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Applies the tokenizer's chat template, with the generation prompt appended."""
         ...
+
+
+class Engine(ServedModel, Protocol):
+    """A loaded model that serves a whole batch of rows with one forward pass per step."""
 
     def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
         """Generates every row to completion, emitting outputs as they are produced.
@@ -112,3 +120,30 @@ class ContinuousEngine(Engine, Protocol):
         its own). Raising means every admitted, unfinished row failed.
         """
         ...
+
+
+class AsyncEngine(ServedModel, Protocol):
+    """An engine that schedules rows itself and serves each on the caller's event loop.
+
+    vLLM's async engine is one: the batcher starts one task per row on its own loop (the
+    HTTP server's) and the engine batches whatever rows are live at each of its steps, so no
+    thread sits between the two. The engine is bound to the first event loop it serves.
+    """
+
+    def stream_row(self, row: Row) -> AsyncIterator[RowOutput]:
+        """Generates one row, yielding its outputs as they are produced.
+
+        The last output has `finish_reason` set, or `error` for a row that failed on its
+        own. Cancelling the task that iterates stops the row in the engine (the batcher
+        does that when the client leaves or the deadline passes). Raising fails this row
+        only.
+        """
+        ...
+
+
+AnyEngine = Engine | AsyncEngine
+
+
+def is_async_engine(engine: AnyEngine) -> TypeGuard[AsyncEngine]:
+    """True for engines that serve rows as tasks on the event loop (`stream_row`)."""
+    return callable(getattr(engine, "stream_row", None))

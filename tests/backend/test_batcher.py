@@ -1,9 +1,13 @@
-"""The batcher on its own: batch formation, bounds, deadlines, cancellation, failure, drain."""
+"""The batcher on its own: batch formation, bounds, deadlines, cancellation, failure, drain.
+
+With a thread engine (FakeEngine) and an async engine whose rows are tasks (FakeAsyncEngine).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -11,9 +15,17 @@ from backend.batcher import Batcher, BatchingMode, Completion, Generation
 from backend.engines.base import SamplingParams
 from backend.errors import DeadlineExceeded, EngineFailed, QueueFull, ShuttingDown
 from backend.metrics import BackendMetrics
-from tests.backend.fakes import FakeEngine
+from tests.backend.fakes import FakeAsyncEngine, FakeEngine
 
 PARAMS = SamplingParams(max_tokens=3)
+
+
+def metric_value(metrics: BackendMetrics, sample: str) -> float:
+    """One sample of the batcher's metrics, as Prometheus renders it."""
+    for line in metrics.render().decode().splitlines():
+        if line.rsplit(" ", 1)[0] == sample:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} not in metrics")
 
 
 def submit(batcher: Batcher, rid: str, params: SamplingParams = PARAMS) -> Generation:
@@ -271,3 +283,178 @@ def test_continuous_needs_an_engine_that_supports_it() -> None:
 
     with pytest.raises(ValueError, match="run_continuous"):
         Batcher(WindowOnly(), batching="continuous")  # type: ignore[arg-type]
+
+
+# -- an async engine: rows are tasks on the batcher's loop ------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yields to the loop until the condition holds (the tasks under test run meanwhile)."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
+
+
+async def test_async_window_starts_a_batch_together_and_the_next_after_it() -> None:
+    engine = FakeAsyncEngine()
+    engine.gate.clear()
+    metrics = BackendMetrics()
+    async with Batcher(engine, max_batch_size=3, max_wait_ms=0, metrics=metrics) as batcher:
+        gens = [submit(batcher, f"r{i}") for i in range(5)]
+        await until(lambda: len(engine.started()) == 3)
+        await asyncio.sleep(0.05)  # time enough for a wrongly early next batch to start
+        assert engine.started() == ["r0", "r1", "r2"]
+        assert batcher.queue_depth == 2
+        engine.gate.set()
+        results = await asyncio.gather(*(g.collect() for g in gens))
+    first, second = engine.events[:6], engine.events[6:]
+    assert sorted(first) == [(e, f"r{i}") for e in ("end", "start") for i in range(3)]
+    assert sorted(second) == [(e, f"r{i}") for e in ("end", "start") for i in (3, 4)]
+    assert engine.max_live == 3
+    assert [r.text for r in results] == ["def"] * 5
+    assert metric_value(metrics, "sluice_backend_batch_size_count") == 2
+    assert metric_value(metrics, "sluice_backend_batch_size_sum") == 5
+    assert metric_value(metrics, 'sluice_backend_requests_total{outcome="ok"}') == 5
+
+
+async def test_async_continuous_starts_a_late_row_while_another_runs() -> None:
+    engine = FakeAsyncEngine(step_delay_s=0.005)
+    async with Batcher(engine, max_batch_size=4, batching="continuous") as batcher:
+        long = submit(batcher, "long", SamplingParams(max_tokens=400))
+        await anext(long)
+        short = await submit(batcher, "short", SamplingParams(max_tokens=2)).collect()
+        assert short.completion_tokens == 2
+        assert engine.live == {"long"}
+        long.cancel()
+        await until(lambda: not engine.live)
+    assert engine.events == [
+        ("start", "long"),
+        ("start", "short"),
+        ("end", "short"),
+        ("cancelled", "long"),
+    ]
+
+
+async def test_async_continuous_never_serves_more_than_max_batch_size_rows() -> None:
+    engine = FakeAsyncEngine(step_delay_s=0.005)
+    async with Batcher(engine, max_batch_size=2, batching="continuous") as batcher:
+        gens = [submit(batcher, f"r{i}", SamplingParams(max_tokens=20)) for i in range(3)]
+        await anext(gens[0])
+        assert batcher.queue_depth == 1
+        results = await asyncio.gather(*(g.collect() for g in gens))
+    assert engine.max_live == 2
+    assert engine.started() == ["r0", "r1", "r2"]
+    assert [r.completion_tokens for r in results] == [20, 20, 20]
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_async_cancel_removes_a_queued_request_and_cancels_a_running_row(
+    batching: BatchingMode,
+) -> None:
+    engine = FakeAsyncEngine()
+    metrics = BackendMetrics()
+    async with Batcher(
+        engine, max_batch_size=1, max_wait_ms=0, batching=batching, metrics=metrics
+    ) as batcher:
+        running = submit(batcher, "run", SamplingParams(max_tokens=10_000))
+        first = await anext(running)
+        assert first.finish_reason is None
+        queued = submit(batcher, "queued")
+        queued.cancel()
+        assert batcher.queue_depth == 0
+        running.cancel()
+        await until(lambda: "run" in engine.seen_cancelled)
+        after = await submit(batcher, "after").collect()
+    assert engine.started() == ["run", "after"]
+    assert after.finish_reason == "length"
+    assert metric_value(metrics, 'sluice_backend_requests_total{outcome="cancelled"}') == 2
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_async_deadline_cancels_the_running_row(batching: BatchingMode) -> None:
+    engine = FakeAsyncEngine()
+    engine.gate.clear()  # the row never produces anything: only a cancel can end it
+    async with Batcher(
+        engine, max_batch_size=1, max_wait_ms=0, timeout_s=0.2, batching=batching
+    ) as batcher:
+        running = submit(batcher, "run")
+        queued = submit(batcher, "queued")
+        with pytest.raises(DeadlineExceeded):
+            await queued.collect()
+        with pytest.raises(DeadlineExceeded):
+            await running.collect()
+        await until(lambda: "run" in engine.seen_cancelled)
+        engine.gate.set()
+        after = await submit(batcher, "after").collect()
+    assert engine.started() == ["run", "after"]
+    assert after.finish_reason == "length"
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_async_a_row_that_fails_fails_only_its_request(batching: BatchingMode) -> None:
+    engine = FakeAsyncEngine()
+    engine.gate.clear()
+    engine.fail_token, engine.fail_step = 9, 1
+    engine.raise_token = 8
+    metrics = BackendMetrics()
+    async with Batcher(
+        engine, max_batch_size=4, max_wait_ms=20, batching=batching, metrics=metrics
+    ) as batcher:
+        bad = batcher.submit([1, 9, 3], PARAMS, request_id="bad")
+        raising = batcher.submit([1, 8, 3], PARAMS, request_id="raising")
+        good = submit(batcher, "good")
+        await until(lambda: len(engine.started()) == 3)
+        engine.gate.set()
+        first = await anext(bad)  # the row's first step went well, its second fails
+        with pytest.raises(EngineFailed, match="row failure at step 1"):
+            await anext(bad)
+        with pytest.raises(EngineFailed, match="boom"):
+            await raising.collect()
+        done = await good.collect()
+        after = await submit(batcher, "after").collect()
+    assert first.text and first.finish_reason is None
+    assert done.text == "def" and done.finish_reason == "length"
+    assert after.finish_reason == "length"
+    assert metric_value(metrics, 'sluice_backend_requests_total{outcome="error"}') == 2
+    assert metric_value(metrics, 'sluice_backend_requests_total{outcome="ok"}') == 2
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_async_drain_finishes_queued_and_running_then_refuses(
+    batching: BatchingMode,
+) -> None:
+    engine = FakeAsyncEngine()
+    engine.gate.clear()
+    batcher = Batcher(engine, max_batch_size=1, max_wait_ms=0, batching=batching, drain_timeout_s=5)
+    await batcher.__aenter__()
+    gens = [submit(batcher, f"r{i}") for i in range(3)]
+    await until(lambda: engine.started() == ["r0"])
+    exiting = asyncio.create_task(batcher.__aexit__(None, None, None))
+    await asyncio.sleep(0.02)
+    with pytest.raises(ShuttingDown):
+        submit(batcher, "late")
+    engine.gate.set()
+    results = await asyncio.gather(*(g.collect() for g in gens))
+    await exiting
+    assert [r.finish_reason for r in results] == ["length"] * 3
+    assert engine.started() == ["r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_async_drain_timeout_fails_and_cancels_what_is_left(batching: BatchingMode) -> None:
+    engine = FakeAsyncEngine()
+    engine.gate.clear()
+    batcher = Batcher(
+        engine, max_batch_size=1, max_wait_ms=0, batching=batching, drain_timeout_s=0.2
+    )
+    await batcher.__aenter__()
+    gens = [submit(batcher, f"r{i}") for i in range(2)]
+    await until(lambda: engine.started() == ["r0"])
+    await batcher.__aexit__(None, None, None)
+    results = await asyncio.gather(*(g.collect() for g in gens), return_exceptions=True)
+    assert all(isinstance(r, ShuttingDown) for r in results)
+    assert engine.seen_cancelled == {"r0"}
+    assert not engine.live
+    assert engine.started() == ["r0"]

@@ -107,9 +107,7 @@ async def test_namespaces_on_several_nodes_work_as_one_cache(
                 )
             }
             assert len(slots) == 1
-            node = redis.get_node_from_key(store.lru_key(nsh))
-            assert node is not None
-            nodes.add(node.name)
+            nodes.add(_node_of(redis, store.lru_key(nsh)))
         assert len(nodes) >= 2
 
     # A fresh instance finds every namespace's entries, on whichever node they are.
@@ -134,9 +132,21 @@ async def test_namespaces_on_several_nodes_work_as_one_cache(
 
     await second.record("tenant-0", "m2", "exact", latency_ms=1.0)
     assert (await second.stats())["since_start"]["overall"]["exact"] == 1
-    await second.stats_store.clear()  # SCAN must reach every node
+    # Older per-minute hashes, enough of them to sit on every node: clear() must SCAN all.
+    minutes = [f"{prefix}:stats:m:{m}" for m in range(1, 31)]
+    for key in minutes:
+        await redis.hset(key, "c\x1fns\x1fm\x1fmiss", 1)  # type: ignore[misc]
+    if isinstance(redis, RedisCluster):
+        assert {_node_of(redis, k) for k in minutes} == {n.name for n in redis.get_primaries()}
+    await second.stats_store.clear()
     assert (await second.stats())["since_start"]["overall"]["requests"] == 0
     assert [k async for k in redis.scan_iter(match=f"{prefix}:stats:*")] == []
+
+
+def _node_of(cluster: RedisCluster, key: str) -> str:
+    node = cluster.get_node_from_key(key)
+    assert node is not None
+    return node.name
 
 
 @pytest.fixture

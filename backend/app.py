@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from backend.batcher import Batcher, Generation
-from backend.engines.base import Engine, RowOutput, SamplingParams
+from backend.engines.base import AnyEngine, RowOutput, SamplingParams
 from backend.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -57,7 +57,7 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 class Service:
     """What the route handlers share: the engine, the running batcher and the metrics."""
 
-    engine: Engine
+    engine: AnyEngine
     batcher: Batcher
     metrics: BackendMetrics
     model_name: str
@@ -329,11 +329,11 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: BackendSettings | None = None, *, engine: Engine | None = None
+    settings: BackendSettings | None = None, *, engine: AnyEngine | None = None
 ) -> Starlette:
     """Builds the backend app; without an engine, loads the configured model first."""
     settings = settings if settings is not None else BackendSettings()
-    loaded: Engine
+    loaded: AnyEngine
     owns_engine = engine is None
     if engine is None:
         loaded = load_engine(settings)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
-from backend.engines.base import Engine
+from backend.engines.base import AnyEngine
 from backend.settings import BackendSettings
 
 log = logging.getLogger("sluice.backend")
 
 
-def load_engine(settings: BackendSettings) -> Engine:
+def load_engine(settings: BackendSettings) -> AnyEngine:
     """Loads the model with the configured engine, logging what it loads and how long it took."""
     started = time.perf_counter()
     log.info(
@@ -21,7 +21,7 @@ def load_engine(settings: BackendSettings) -> Engine:
         settings.device,
         settings.dtype,
     )
-    loaded: Engine
+    loaded: AnyEngine
     if settings.engine == "torch":
         import torch
 
@@ -58,7 +58,7 @@ def load_engine(settings: BackendSettings) -> Engine:
     return loaded
 
 
-def close_engine(engine: Engine) -> None:
+def close_engine(engine: AnyEngine) -> None:
     """Releases an engine that holds resources beyond memory (vLLM's engine process)."""
     close = getattr(engine, "close", None)
     if callable(close):

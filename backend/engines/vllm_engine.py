@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import os
-import threading
-from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from backend.demo_model import PRESETS, ensure_demo_model
-from backend.engines.base import Admit, Emit, FinishReason, Row, RowOutput, SamplingParams
+from backend.engines.base import FinishReason, Row, RowOutput, SamplingParams
 from backend.engines.prompts import PromptEncoder
-from backend.engines.vllm_loop import LoopThread
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -25,10 +21,6 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 logger = logging.getLogger(__name__)
 
-# Cancellation is a flag the batcher sets; this is how often live rows are checked for it.
-_CANCEL_POLL_S = 0.02
-# In continuous mode, the longest a newcomer waits for admission while rows are decoding.
-_ADMIT_TICK_S = 0.005
 # KV cache on CPU when neither the setting nor VLLM_CPU_KVCACHE_SPACE gives one.
 DEFAULT_CPU_KVCACHE_GIB = 2.0
 _KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
@@ -36,47 +28,35 @@ _KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-@dataclass(kw_only=True)
-class _Progress:
-    """What one row has produced so far, for usage counts and the final output."""
-
-    prompt_tokens: int
-    completion_tokens: int = 0
-    finished: bool = False
-
-
 class VllmEngine:
-    """Serves rows through one vLLM `AsyncLLM`, which runs the model in its own process."""
+    """Serves rows through one vLLM `AsyncLLM`, which runs the model in its own process.
 
-    def __init__(
-        self,
-        *,
-        llm: AsyncLLM,
-        loop: LoopThread,
-        tokenizer: Any,
-        model_name: str,
-        max_num_seqs: int,
-    ) -> None:
+    An async engine (`AsyncEngine`): each row is a task on the serving event loop, as in
+    vLLM's own OpenAI server, and vLLM's scheduler batches whatever rows are live at each
+    step. vLLM's output handler runs on that loop too: created outside a running loop,
+    `AsyncLLM` starts it on the loop of the first request.
+    """
+
+    def __init__(self, *, llm: AsyncLLM, tokenizer: Any, model_name: str) -> None:
         """Wraps a started vLLM engine.
 
-        llm: the `AsyncLLM`, created on `loop` (its output handler lives there).
-        loop: the private event loop thread every vLLM call runs on.
+        llm: the `AsyncLLM`; if created inside a running loop, its output handler is
+            already bound to that loop.
         tokenizer: the model's Hugging Face tokenizer, for prompts and chat templates.
         model_name: the name clients use for this model.
-        max_num_seqs: the most rows vLLM schedules at once.
         """
         self._llm = llm
-        self._loop = loop
         self._prompts = PromptEncoder(tokenizer)
         self._name = model_name
         self._max_len = int(llm.model_config.max_model_len)
         # vLLM refuses ids past both the model's vocabulary and the tokenizer's (Qwen-style
         # models differ); the larger bound is the one it enforces.
         self._vocab_size = max(int(llm.model_config.get_vocab_size()), len(tokenizer))
-        self._max_num_seqs = max_num_seqs
-        # Touched only on the private loop: live row tasks and the rows they serve.
-        self._watched: dict[asyncio.Task[None], Row] = {}
-        self._watcher: asyncio.Task[None] | None = None
+        # vLLM's output handler and its sockets belong to one loop: the running one at
+        # creation, else the first that serves a row.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         self._closed = False
 
     @classmethod
@@ -135,19 +115,11 @@ class VllmEngine:
         args = AsyncEngineArgs(**options)
         logger.info("starting vLLM on %s (%s, dtype=%s)", path, current_platform.device_name, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        loop = LoopThread()
-        try:
-            # No local names the engine: a stray frame reference must not keep vLLM alive.
-            return cls(
-                llm=loop.run(_start(AsyncLLM, args)),
-                loop=loop,
-                tokenizer=tokenizer,
-                model_name=model,
-                max_num_seqs=max_num_seqs,
-            )
-        except BaseException:
-            loop.close()
-            raise
+        # Blocks while vLLM starts its processes. Outside a running loop (`sluice backend`
+        # loads before uvicorn starts its loop) vLLM defers its output handler to the first
+        # request, so it lands on the serving loop. No local names the engine: a stray
+        # frame reference must not keep vLLM alive.
+        return cls(llm=AsyncLLM.from_engine_args(args), tokenizer=tokenizer, model_name=model)
 
     @property
     def model_name(self) -> str:
@@ -173,73 +145,67 @@ class VllmEngine:
         """Applies the tokenizer's chat template, with the generation prompt appended."""
         return self._prompts.encode_chat(messages)
 
-    def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
-        """Hands the whole batch to vLLM at once and blocks until every row has finished."""
-        if rows:
-            self._loop.run(self._serve_batch(list(rows), emit))
+    async def stream_row(self, row: Row) -> AsyncIterator[RowOutput]:
+        """Streams one row from vLLM as text deltas.
 
-    def run_continuous(self, admit: Admit, emit: Emit, *, max_rows: int) -> None:
-        """Passes rows to vLLM as they arrive (at most `max_rows` live); vLLM schedules steps."""
-        if max_rows < 1:
-            raise ValueError("max_rows must be at least 1")
-        # Rows past vLLM's own limit would only queue inside vLLM, out of the batcher's bounds.
-        max_rows = min(max_rows, self._max_num_seqs)
-        # Set when a row leaves (a slot is free, or the run may be over). Outputs do not set
-        # it: waking this thread on every token only fights vLLM's loop and the HTTP loop for
-        # the GIL, and slowed continuous mode to a third of window mode's throughput.
-        freed = threading.Event()
-        live: set[str] = set()
-        lock = threading.Lock()
-        failure: list[BaseException] = []
+        Cancelling the iterating task cancels vLLM's `generate`, which aborts the request
+        in vLLM. A row that vLLM fails on its own (it refuses the request, or finishes it
+        with "error") ends with an error output; only a dead engine raises.
+        """
+        from vllm import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
 
-        def on_done(request_id: str, future: Future[None]) -> None:
-            with lock:
-                live.discard(request_id)
-            error = None if future.cancelled() else future.exception()
-            if error is not None:
-                failure.append(error)
-            freed.set()
-
-        while True:
-            if failure:
-                raise failure[0]
-            with lock:
-                n_live = len(live)
-            idle = n_live == 0
-            rows = list(admit(max_rows - n_live, idle)) if n_live < max_rows else []
-            if idle and not rows:
-                return
-            for row in rows:
-                with lock:
-                    live.add(row.request_id)
-                future = self._loop.submit(self._serve_row(row, emit))
-                future.add_done_callback(functools.partial(on_done, row.request_id))
-            # vLLM schedules newcomers itself at its next step, so a row is handed over as
-            # soon as it is queued: the tick bounds that wait, a freed slot cuts it short.
-            freed.wait(_ADMIT_TICK_S)
-            freed.clear()
+        self._check_loop()
+        prompt_tokens = len(row.prompt_token_ids)
+        completion_tokens = 0
+        finished = False
+        error: str | None = None
+        try:
+            params = to_vllm_params(row.params)
+            prompt = TokensPrompt(prompt_token_ids=list(row.prompt_token_ids))
+            # Closed with this generator, so vLLM aborts the request however the row ends.
+            generate = self._llm.generate(prompt, params, row.request_id)
+            async with contextlib.aclosing(generate) as outputs:
+                async for out in outputs:
+                    completion = out.outputs[0]
+                    completion_tokens += len(completion.token_ids)
+                    if out.finished and completion.finish_reason == "error":
+                        error = "vLLM finished the request with an internal error"
+                        continue  # a finished output is the last one
+                    reason = _finish_reason(completion.finish_reason) if out.finished else None
+                    finished = out.finished
+                    yield _output(
+                        row,
+                        prompt_tokens,
+                        completion_tokens,
+                        completion.text,
+                        completion.token_ids,
+                        reason,
+                    )
+        except EngineDeadError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            yield _output(row, prompt_tokens, completion_tokens, "", (), "stop", error=error)
+        elif not finished:
+            yield _output(row, prompt_tokens, completion_tokens, "", (), "stop")
 
     def unfinished_requests(self) -> int:
         """How many requests vLLM is still working on (aborted ones leave at once)."""
-
-        async def count() -> int:
-            return int(self._llm.get_num_unfinished_requests())
-
-        return self._loop.run(count())
+        return int(self._llm.get_num_unfinished_requests())
 
     def close(self) -> None:
-        """Shuts vLLM's engine process down and stops the private loop."""
+        """Shuts vLLM's engine processes down; callable from any thread.
+
+        vLLM closes its sockets and cancels its output handler on the loop they belong to.
+        """
         if self._closed:
             return
         self._closed = True
-
-        async def shutdown() -> None:
-            self._llm.shutdown()
-
         try:
-            self._loop.run(shutdown())
+            self._llm.shutdown()
         finally:
-            self._loop.close()
             # AsyncLLM shuts down again when collected; let that happen now, not at exit.
             del self._llm
 
@@ -249,79 +215,20 @@ class VllmEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- on the private loop -----------------------------------------------------------
+    def _check_loop(self) -> None:
+        """Binds the engine to the first serving loop; another loop would wait forever.
 
-    async def _serve_batch(self, rows: list[Row], emit: Emit) -> None:
-        tasks = [asyncio.create_task(self._serve_row(row, emit)) for row in rows]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-
-    async def _serve_row(self, row: Row, emit: Emit) -> None:
-        """Streams one row from vLLM; a cancelled row is aborted in vLLM and finishes "stop".
-
-        A row that vLLM fails on its own (it refuses the request, or finishes it with
-        "error") ends with an error output, so it cannot take other rows down with it; only
-        a dead engine raises.
+        vLLM's output handler is a task on the loop that first used it, so rows started on
+        any other loop would never get an output.
         """
-        from vllm import TokensPrompt
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        progress = _Progress(prompt_tokens=len(row.prompt_token_ids))
-        error: str | None = None
-        task = asyncio.current_task()
-        assert task is not None
-        self._watch(task, row)
-        try:
-            params = to_vllm_params(row.params)
-            prompt = TokensPrompt(prompt_token_ids=list(row.prompt_token_ids))
-            async for out in self._llm.generate(prompt, params, row.request_id):
-                completion = out.outputs[0]
-                progress.completion_tokens += len(completion.token_ids)
-                if out.finished and completion.finish_reason == "error":
-                    error = "vLLM finished the request with an internal error"
-                    continue  # a finished output is the last one
-                reason = _finish_reason(completion.finish_reason) if out.finished else None
-                progress.finished = out.finished
-                emit(_output(row, progress, completion.text, completion.token_ids, reason))
-        except asyncio.CancelledError:
-            if not row.cancelled():
-                raise
-            # generate() has aborted the request in vLLM before re-raising to us.
-        except EngineDeadError:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._watched.pop(task, None)
-        if error is not None:
-            emit(_output(row, progress, "", (), "stop", error=error))
-        elif not progress.finished:
-            emit(_output(row, progress, "", (), "stop"))
-
-    def _watch(self, task: asyncio.Task[None], row: Row) -> None:
-        self._watched[task] = row
-        if self._watcher is None or self._watcher.done():
-            # The engine keeps the only strong reference to its watcher task.
-            self._watcher = asyncio.create_task(self._watch_cancellations())
-
-    async def _watch_cancellations(self) -> None:
-        """Cancels the task of every row whose client has gone, which aborts it in vLLM."""
-        while self._watched:
-            await asyncio.sleep(_CANCEL_POLL_S)
-            for task, row in list(self._watched.items()):
-                if not task.done() and row.cancelled():
-                    self._watched.pop(task, None)
-                    task.cancel()
-
-
-async def _start(factory: type[AsyncLLM], args: Any) -> AsyncLLM:
-    """Creates the AsyncLLM on the private loop, where its output handler will run."""
-    return factory.from_engine_args(args)
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError(
+                "This vLLM engine serves the event loop it first ran on; start another "
+                "engine for another loop."
+            )
 
 
 def to_vllm_params(params: SamplingParams) -> Any:
@@ -350,7 +257,8 @@ def _finish_reason(reason: str | None) -> FinishReason:
 
 def _output(
     row: Row,
-    progress: _Progress,
+    prompt_tokens: int,
+    completion_tokens: int,
     text: str,
     token_ids: Sequence[int],
     reason: FinishReason | None,
@@ -362,8 +270,8 @@ def _output(
         text=text,
         token_ids=tuple(token_ids),
         finish_reason=reason,
-        prompt_tokens=progress.prompt_tokens,
-        completion_tokens=progress.completion_tokens,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         error=error,
     )
 

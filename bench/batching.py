@@ -10,6 +10,10 @@ or servers are compared by adding an entry.
     python -m bench.batching                 # issue set: no batching vs three windows
     python -m bench.batching --quick         # short smoke run; writes nothing unless --write
     python -m bench.batching --servers all   # every entry, including vLLM ones
+
+Every rate gets at least --min-requests requests (its arrival span grows to fit), so a low
+rate's p99 does not rest on a handful of samples. Arrival times and prompts are seeded per
+rate, so every server sees exactly the same load and the comparison is paired.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ TOKEN_RANGE = (300, 4000)
 # A rate whose achieved requests/s fall below this share of the offered rate is saturated;
 # one more rate is run after the first saturated one, higher ones are skipped.
 SATURATED = 0.7
+
+
+def request_count(rate: float, seconds: float, max_requests: int, min_requests: int) -> int:
+    """Requests sent at `rate`: about `seconds` worth, capped, but never fewer than the floor."""
+    return max(min_requests, min(max_requests, round(rate * seconds)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,6 +322,7 @@ async def bench_server(server: Server, args: argparse.Namespace) -> list[Result]
     rates = [float(r) for r in args.rates.split(",")]
     seconds, max_requests, burst, seed = args.seconds, args.max_requests, args.burst, args.seed
     results: list[Result] = []
+    began = time.monotonic()
     with started(server, args.torch_threads) as url:
         await warm_up(url, server)
         saturated_at: float | None = None
@@ -320,7 +330,7 @@ async def bench_server(server: Server, args: argparse.Namespace) -> list[Result]
             if saturated_at is not None and rate > saturated_at * 2:
                 print(f"  {server.label}: skipping {rate:g} req/s (saturated at {saturated_at:g})")
                 continue
-            count = max(8, min(max_requests, round(rate * seconds)))
+            count = request_count(rate, seconds, max_requests, args.min_requests)
             arrivals = poisson_arrivals(rate, count, random.Random(seed + i))
             result = await run_load(url, server, f"{rate:g} req/s", rate, arrivals, seed + i)
             print_row(result)
@@ -330,6 +340,7 @@ async def bench_server(server: Server, args: argparse.Namespace) -> list[Result]
         result = await run_load(url, server, f"burst {burst}", None, [0.0] * burst, seed + 99)
         print_row(result)
         results.append(result)
+    print(f"  {server.label}: {time.monotonic() - began:.0f} s including start-up", flush=True)
     return results
 
 
@@ -355,7 +366,7 @@ def print_row(r: Result) -> None:
 
 
 def summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
-    """Peak throughput per server and the two comparisons issue targets are stated in."""
+    """Peak throughput per server and the comparisons the issue targets are stated in."""
     lines = []
     peak = {
         label: max((r.tok_per_s for r in results if r.server == label), default=0.0)
@@ -377,7 +388,27 @@ def summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
                     lines.append(
                         f"- At {low:g} req/s, e2e p50 of {lb} minus {base}: {extra:+.0f} ms"
                     )
+    continuous = next((lb for lb in labels if lb.startswith("torch") and "continuous" in lb), None)
+    if continuous:
+        for lb in windows:
+            lines.append(paired_p99(results, continuous, lb))
     return lines
+
+
+def paired_p99(results: Sequence[Result], label: str, other: str) -> str:
+    """Per load, e2e p99 of `label` minus `other` (same arrivals), and their peak tok/s."""
+    p99 = {(r.server, r.load): r.e2e_p99 for r in results}
+    diffs = [
+        f"{r.load} {(r.e2e_p99 - p99[(other, r.load)]) * 1e3:+.0f} ms"
+        for r in results
+        if r.server == label and (other, r.load) in p99
+    ]
+    peak = {
+        lb: max((r.tok_per_s for r in results if r.server == lb), default=0.0)
+        for lb in (label, other)
+    }
+    ratio = peak[label] / peak[other] if peak[other] > 0 else float("nan")
+    return f"- e2e p99 of {label} minus {other}: {', '.join(diffs)}; peak output tok/s {ratio:.2f}x"
 
 
 def plot(results: Sequence[Result], labels: Sequence[str], path: Path) -> None:
@@ -413,8 +444,11 @@ def markdown(results: Sequence[Result], labels: Sequence[str], args: argparse.Na
     lines = [
         f"Each request: {PROMPT_TOKENS} prompt tokens, {OUTPUT_TOKENS} output tokens "
         "(`ignore_eos`, greedy), streamed. Model: built-in `bench` preset. Poisson arrivals "
-        f"for about {args.seconds:g} s per rate (at most {args.max_requests} requests), "
-        f"then a burst of {args.burst} at once. Rates past twice the first saturated rate are "
+        f"for about {args.seconds:g} s per rate (at most {args.max_requests} requests, but at "
+        f"least {args.min_requests}, so low rates run longer), the same seeded arrivals and "
+        f"prompts for every server, then a burst of {args.burst} at once. A p99 over n "
+        "requests lies between the two slowest when n <= 100. "
+        "Rates past twice the first saturated rate are "
         "skipped. Mean batch is from the backend's `sluice_backend_batch_size` (in continuous "
         "mode: rows admitted together between two steps, not rows per step). "
         f"Torch threads per backend: {args.torch_threads or 'torch default'}; the load "
@@ -441,6 +475,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="1,2,4,8,16,32,64", help="offered loads, requests/s")
     p.add_argument("--seconds", type=float, default=15, help="arrival span per rate")
     p.add_argument("--max-requests", type=int, default=256, help="cap per rate")
+    p.add_argument(
+        "--min-requests",
+        type=int,
+        default=40,
+        help="floor per rate (wins over --max-requests): low rates run longer,\n"
+        "so their p99 is not the slowest of a handful",
+    )
     p.add_argument("--burst", type=int, default=64, help="requests sent at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -458,6 +499,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.servers == ",".join(DEFAULT_SERVERS):
             args.servers = ",".join(QUICK_SERVERS)
         args.rates, args.seconds, args.max_requests, args.burst = "1,8", 3.0, 24, 16
+        args.min_requests = min(args.min_requests, 8)
     return args  # fmt: skip
 
 

@@ -286,9 +286,7 @@ class TorchEngine:
         )
 
     def _new_cache(self) -> Any:
-        from transformers.cache_utils import DynamicCache
-
-        return DynamicCache(config=self._model.config)
+        return kv_cache.new_cache(self._model.config)
 
 
 def _failed(row: Row, error: str) -> RowOutput:

@@ -72,12 +72,14 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         heads, dim = mine[0].shape[1], mine[0].shape[3]
         capacity = length + max(_MIN_SPARE, length)
         shape = (rows, heads, capacity, dim)
-        keys = mine[0].new_zeros(shape)
-        values = mine[1].new_zeros(shape)
+        keys = mine[0].new_empty(shape)
+        values = mine[1].new_empty(shape)
         for (k, v), at in ((mine, 0), (theirs, mine[0].shape[0])):
-            n, width = k.shape[0], k.shape[2]
-            keys[at : at + n, :, length - width : length] = k
-            values[at : at + n, :, length - width : length] = v
+            n, pad = k.shape[0], length - k.shape[2]
+            keys[at : at + n, :, :pad] = 0
+            values[at : at + n, :, :pad] = 0
+            keys[at : at + n, :, pad:length] = k
+            values[at : at + n, :, pad:length] = v
         self._key_buf, self._value_buf, self._start, self._end = keys, values, 0, length
         self._expose()
 

@@ -2,9 +2,10 @@
 
 transformers' DynamicLayer concatenates the whole cache with each step's keys and values,
 copying every cached position of every row once per step. `GrowingLayer` keeps spare
-positions behind the live ones and writes each step's states into them, so a step copies
-only what it adds; the cache is reallocated (with room to grow again) only when the spare
-positions run out, when rows leave or when newcomers are merged in.
+positions behind the live ones and spare rows below them, and writes into the spares: a step
+copies only what it adds, a finished row is replaced by moving one tail row into its place,
+and newcomers are written into spare rows. The buffers are reallocated (with room to grow
+again) only when the spares run out.
 """
 
 from __future__ import annotations
@@ -14,20 +15,27 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-# Spare positions reserved past the live ones: at least this many, or as many as are live.
-_MIN_SPARE = 32
+# Spare positions (and rows) reserved on reallocation: at least this many, or half the live ones.
+_MIN_SPARE_POSITIONS = 32
+_MIN_SPARE_ROWS = 4
+
+
+def _with_spare(needed: int, minimum: int) -> int:
+    return needed + max(minimum, needed // 2)
 
 
 class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
     """A full-attention cache layer whose keys and values are views into larger buffers.
 
-    `keys` and `values` are what the model sees: positions [start, end) of the buffers.
+    `keys` and `values` are what the model sees: rows [0, rows) and positions [start, end)
+    of the buffers.
     """
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._key_buf: torch.Tensor | None = None
         self._value_buf: torch.Tensor | None = None
+        self._rows = 0
         self._start = 0
         self._end = 0
 
@@ -38,26 +46,28 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
             self.lazy_initialization(key_states, value_states)
         new = key_states.shape[-2]
         if self._key_buf is None:
-            shape = (*key_states.shape[:2], new + max(_MIN_SPARE, new), key_states.shape[3])
-            self._key_buf = key_states.new_empty(shape)
-            self._value_buf = value_states.new_empty(shape)
-            self._start = self._end = 0
-        elif self._end + new > self._key_buf.shape[-2]:
-            self._reallocate(self._end - self._start + new)
-        assert self._value_buf is not None
-        self._key_buf[:, :, self._end : self._end + new] = key_states
-        self._value_buf[:, :, self._end : self._end + new] = value_states
+            self._allocate(key_states, key_states.shape[0], _with_spare(new, _MIN_SPARE_POSITIONS))
+            self._rows = key_states.shape[0]
+        elif self._end + new > self._key_buf.shape[2]:
+            needed = self._end - self._start + new
+            self._reallocate(self._key_buf.shape[0], _with_spare(needed, _MIN_SPARE_POSITIONS))
+        key_buf, value_buf = self._buffers()
+        key_buf[: self._rows, :, self._end : self._end + new] = key_states
+        value_buf[: self._rows, :, self._end : self._end + new] = value_states
         self._end += new
         self._expose()
-        return self.keys, self.values  # type: ignore[return-value]
+        return self._buffers_view()
 
-    def select_rows(self, keep: torch.Tensor) -> None:
-        """Keeps only the batch rows at `keep` (a copy of those rows, spare positions kept)."""
-        if self._key_buf is None or self._value_buf is None:
-            return
-        self._key_buf = self._key_buf[:, :, self._start :].index_select(0, keep)
-        self._value_buf = self._value_buf[:, :, self._start :].index_select(0, keep)
-        self._start, self._end = 0, self._end - self._start
+    def move_rows(self, sources: list[int], targets: list[int], rows: int) -> None:
+        """Copies rows `sources` over rows `targets`, then keeps the first `rows` rows."""
+        key_buf, value_buf = self._buffers()
+        if sources:
+            src = torch.tensor(sources, device=key_buf.device)
+            dst = torch.tensor(targets, device=key_buf.device)
+            window = slice(self._start, self._end)
+            key_buf[dst, :, window] = key_buf[src, :, window]
+            value_buf[dst, :, window] = value_buf[src, :, window]
+        self._rows = rows
         self._expose()
 
     def trim_left(self, columns: int) -> None:
@@ -65,22 +75,21 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self._start = min(self._start + max(columns, 0), self._end)
         self._expose()
 
-    def stack(self, other: GrowingLayer, length: int) -> None:
-        """Puts `other`'s rows under this layer's, both right-aligned on `length` positions."""
-        mine, theirs = self._live(), other._live()
-        rows = mine[0].shape[0] + theirs[0].shape[0]
-        heads, dim = mine[0].shape[1], mine[0].shape[3]
-        capacity = length + max(_MIN_SPARE, length)
-        shape = (rows, heads, capacity, dim)
-        keys = mine[0].new_empty(shape)
-        values = mine[1].new_empty(shape)
-        for (k, v), at in ((mine, 0), (theirs, mine[0].shape[0])):
-            n, pad = k.shape[0], length - k.shape[2]
-            keys[at : at + n, :, :pad] = 0
-            values[at : at + n, :, :pad] = 0
-            keys[at : at + n, :, pad:length] = k
-            values[at : at + n, :, pad:length] = v
-        self._key_buf, self._value_buf, self._start, self._end = keys, values, 0, length
+    def append_rows(self, other: GrowingLayer) -> None:
+        """Puts `other`'s rows below this layer's, both right-aligned (zeros on the left)."""
+        keys, values = other._buffers_view()
+        added, width = keys.shape[0], keys.shape[2]
+        key_buf, _ = self._buffers()
+        length = max(self._end - self._start, width)
+        if self._rows + added > key_buf.shape[0] or length > self._end - self._start:
+            rows = _with_spare(self._rows + added, _MIN_SPARE_ROWS)
+            self._reallocate(rows, _with_spare(length, _MIN_SPARE_POSITIONS), length)
+        key_buf, value_buf = self._buffers()
+        top, pad = self._rows, self._end - width
+        for buf, new in ((key_buf, keys), (value_buf, values)):
+            buf[top : top + added, :, self._start : pad] = 0
+            buf[top : top + added, :, pad : self._end] = new
+        self._rows += added
         self._expose()
 
     # Other DynamicLayer operations replace keys and values wholesale: adopt what they leave.
@@ -103,37 +112,47 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
     def reset(self) -> None:
         super().reset()
         self._key_buf = self._value_buf = None
-        self._start = self._end = 0
+        self._rows = self._start = self._end = 0
 
-    def _live(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._key_buf is not None and self._value_buf is not None
+        return self._key_buf, self._value_buf
+
+    def _buffers_view(self) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.keys is not None and self.values is not None
         return self.keys, self.values
 
-    def _reallocate(self, needed: int) -> None:
-        """Moves the live positions to the front of new buffers with room for `needed` and more."""
-        keys, values = self._live()
-        live = keys.shape[-2]
-        capacity = needed + max(_MIN_SPARE, needed)
-        shape = (keys.shape[0], keys.shape[1], capacity, keys.shape[3])
-        self._key_buf = keys.new_empty(shape)
-        self._value_buf = values.new_empty(shape)
-        self._key_buf[:, :, :live] = keys
-        self._value_buf[:, :, :live] = values
-        self._start, self._end = 0, live
+    def _allocate(self, like: torch.Tensor, rows: int, positions: int) -> None:
+        shape = (rows, like.shape[1], positions, like.shape[3])
+        self._key_buf = like.new_empty(shape)
+        self._value_buf = like.new_empty(shape)
+        self._start = self._end = 0
+
+    def _reallocate(self, rows: int, positions: int, length: int | None = None) -> None:
+        """New buffers of `rows` x `positions`; the live rows end at `length` (zeros before)."""
+        keys, values = self._buffers_view()
+        live = keys.shape[2]
+        length = live if length is None else length
+        self._allocate(keys, rows, positions)
+        key_buf, value_buf = self._buffers()
+        for buf, old in ((key_buf, keys), (value_buf, values)):
+            buf[: self._rows, :, : length - live] = 0
+            buf[: self._rows, :, length - live : length] = old
+        self._start, self._end = 0, length
 
     def _expose(self) -> None:
-        assert self._key_buf is not None and self._value_buf is not None
-        self.keys = self._key_buf[:, :, self._start : self._end]
-        self.values = self._value_buf[:, :, self._start : self._end]
+        key_buf, value_buf = self._buffers()
+        self.keys = key_buf[: self._rows, :, self._start : self._end]
+        self.values = value_buf[: self._rows, :, self._start : self._end]
 
     def _adopt(self) -> None:
         """Takes keys and values set by a DynamicLayer method as the new (full) buffers."""
         if self.keys is None or self.values is None or self.keys.dim() != 4:
             self._key_buf = self._value_buf = None
-            self._start = self._end = 0
+            self._rows = self._start = self._end = 0
             return
         self._key_buf, self._value_buf = self.keys, self.values
-        self._start, self._end = 0, self.keys.shape[-2]
+        self._rows, self._start, self._end = self.keys.shape[0], 0, self.keys.shape[2]
 
 
 def new_cache(config: Any) -> DynamicCache:
@@ -155,10 +174,22 @@ def _growing_layers(cache: Any) -> list[GrowingLayer]:
     return layers
 
 
-def select_rows(cache: Any, keep: torch.Tensor) -> None:
-    """Keeps only the batch rows at `keep` (the others are freed)."""
+def keep_rows(cache: Any, keep: list[int]) -> list[int]:
+    """Keeps the rows at `keep` (ascending); returns the old index of each row now in place.
+
+    Kept rows stay where they are; each leaving row's place is taken by a kept row from the
+    tail, so only those rows are copied (the new order is not the old one).
+    """
+    count = len(keep)
+    kept = set(keep)
+    holes = [i for i in range(count) if i not in kept]
+    movers = [i for i in keep if i >= count]
+    order = list(range(count))
+    for hole, mover in zip(holes, movers, strict=True):
+        order[hole] = mover
     for layer in _growing_layers(cache):
-        layer.select_rows(keep)
+        layer.move_rows(movers, holes, count)
+    return order
 
 
 def trim_left(cache: Any, columns: int) -> None:
@@ -169,8 +200,8 @@ def trim_left(cache: Any, columns: int) -> None:
         layer.trim_left(columns)
 
 
-def merge(left: Any, right: Any, *, length: int) -> Any:
-    """Stacks `right`'s rows under `left`'s, both left-padded with zeros to `length` positions."""
+def merge(left: Any, right: Any) -> Any:
+    """Puts `right`'s rows below `left`'s, both left-padded with zeros to the longer length."""
     for a, b in zip(_growing_layers(left), _growing_layers(right), strict=True):
-        a.stack(b, length)
+        a.append_rows(b)
     return left

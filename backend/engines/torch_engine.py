@@ -260,9 +260,9 @@ class TorchEngine:
         if not keep:
             return None
         if len(keep) < len(batch.states):
-            index = torch.tensor(keep, dtype=torch.long, device=self._device)
-            kv_cache.select_rows(batch.cache, index)
-            batch.states = [batch.states[i] for i in keep]
+            order = kv_cache.keep_rows(batch.cache, keep)
+            index = torch.tensor(order, dtype=torch.long, device=self._device)
+            batch.states = [batch.states[i] for i in order]
             batch.mask = batch.mask[index]
             batch.last = batch.last[index]
             first = int(batch.mask.any(dim=0).int().argmax().item())
@@ -276,7 +276,7 @@ class TorchEngine:
         if running is None or fresh is None:
             return running or fresh
         length = max(running.mask.shape[1], fresh.mask.shape[1])
-        cache = kv_cache.merge(running.cache, fresh.cache, length=length)
+        cache = kv_cache.merge(running.cache, fresh.cache)
         mask = torch.cat([_pad_mask(running.mask, length), _pad_mask(fresh.mask, length)], dim=0)
         return _Batch(
             states=running.states + fresh.states,

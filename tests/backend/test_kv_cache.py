@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from backend.engines import kv_cache
@@ -45,26 +47,30 @@ def test_steps_append_into_the_same_buffer_until_it_is_full() -> None:
     assert kv(layer)[0].untyped_storage().data_ptr() == base
 
 
-def test_dropping_rows_and_trimming_then_growing_again() -> None:
-    layer, keys, values = filled(rows=4, prompt=6, steps=10)
-    keep = torch.tensor([0, 2])
-    layer.select_rows(keep)
+def cache_of(layer: GrowingLayer) -> Any:
+    cache = kv_cache.new_cache(_config())
+    cache.layers = [layer]
+    return cache
+
+
+def test_leaving_rows_are_replaced_from_the_tail_then_the_cache_grows_again() -> None:
+    layer, keys, values = filled(rows=5, prompt=6, steps=10)
+    order = kv_cache.keep_rows(cache_of(layer), [0, 2, 4])
+    assert order == [0, 4, 2], "row 1 left: the last kept row moves into its place"
     layer.trim_left(3)
-    keys, values = keys[keep][:, :, 3:], values[keep][:, :, 3:]
+    keys, values = keys[order][:, :, 3:], values[order][:, :, 3:]
     assert all(map(torch.equal, kv(layer), (keys, values)))
     for _ in range(70):
-        k, v = states(2, 1), states(2, 1)
+        k, v = states(3, 1), states(3, 1)
         layer.update(k, v)
         keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
     assert all(map(torch.equal, kv(layer), (keys, values)))
 
 
 def test_merge_right_aligns_both_batches_with_zero_padding() -> None:
-    cache_a, cache_b = kv_cache.new_cache(_config()), kv_cache.new_cache(_config())
     a, keys_a, _ = filled(rows=2, prompt=7, steps=5)  # 12 positions
     b, keys_b, _ = filled(rows=1, prompt=4, steps=0)  # 4 positions
-    cache_a.layers, cache_b.layers = [a], [b]
-    kv_cache.merge(cache_a, cache_b, length=12)
+    kv_cache.merge(cache_of(a), cache_of(b))
     merged = kv(a)[0]
     assert merged.shape == (3, HEADS, 12, DIM)
     assert torch.equal(merged[:2], keys_a)
@@ -73,6 +79,24 @@ def test_merge_right_aligns_both_batches_with_zero_padding() -> None:
     k = states(3, 1)
     out, _ = a.update(k, states(3, 1))
     assert torch.equal(out[:, :, :12], merged) and torch.equal(out[:, :, 12:], k)
+
+
+def test_later_newcomers_go_into_spare_rows_and_a_longer_one_realigns_all() -> None:
+    a, keys_a, _ = filled(rows=2, prompt=6, steps=4)  # 10 positions
+    cache = cache_of(a)
+    kv_cache.merge(cache, cache_of(filled(rows=1, prompt=3, steps=0)[0]))  # makes spare rows
+    base = kv(a)[0].untyped_storage().data_ptr()
+    short, keys_short, _ = filled(rows=1, prompt=5, steps=0)
+    kv_cache.merge(cache, cache_of(short))
+    assert kv(a)[0].untyped_storage().data_ptr() == base, "written into a spare row"
+    assert torch.equal(kv(a)[0][3, :, 5:], keys_short[0]) and not kv(a)[0][3, :, :5].any()
+
+    long, keys_long, _ = filled(rows=1, prompt=14, steps=0)
+    kv_cache.merge(cache, cache_of(long))
+    merged = kv(a)[0]
+    assert merged.shape == (5, HEADS, 14, DIM)
+    assert torch.equal(merged[:2, :, 4:], keys_a) and not merged[:4, :, :4].any()
+    assert torch.equal(merged[3, :, 9:], keys_short[0]) and torch.equal(merged[4], keys_long[0])
 
 
 def _config() -> object:

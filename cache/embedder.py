@@ -7,7 +7,8 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +82,47 @@ class SentenceTransformerEncoder:
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)
+
+
+EncoderBackend = Literal["onnx", "onnx-int8", "torch"]
+ENCODER_BACKENDS: tuple[str, ...] = get_args(EncoderBackend)
+# Threads per runtime unless told otherwise (measurements in docs/cache.md). ONNX Runtime's
+# pool here never spin-waits, so a second thread costs nothing while idle and little (0 to
+# 10 %) while the cores are busy, and speeds batches up when a core is free. torch's OpenMP
+# pool made a query several times slower as soon as the cores were shared.
+DEFAULT_THREADS: dict[str, int] = {"onnx": 2, "onnx-int8": 2, "torch": 1}
+
+
+def load_encoder(
+    backend: str = "onnx",
+    model_path: str | None = None,
+    *,
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Encoder:
+    """The embedding model on the chosen runtime (see docs/cache.md for the measurements).
+
+    "onnx": exported once to ONNX (kept in `cache_dir`) and run by ONNX Runtime, the default:
+    the same vectors as torch, a single question in well under half the time. "onnx-int8":
+    the same with int8 weights, faster for batches, vectors moved slightly (precision was
+    re-checked, see docs/cache.md). "torch": sentence-transformers on torch, as trained.
+    `threads` is the runtime's thread count (for torch, the whole process's); None takes
+    DEFAULT_THREADS.
+    """
+    if backend not in ENCODER_BACKENDS:
+        raise ConfigError(
+            f"unknown embedding backend {backend!r}; choose one of {', '.join(ENCODER_BACKENDS)}"
+        )
+    threads = threads if threads is not None else DEFAULT_THREADS[backend]
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return SentenceTransformerEncoder(model_path)
+    from cache.onnx_encoder import OnnxEncoder
+
+    int8 = backend == "onnx-int8"
+    return OnnxEncoder(model_path, cache_dir=cache_dir, threads=threads, int8=int8)
 
 
 @dataclass

@@ -1,14 +1,26 @@
-"""Micro-batching of embeddings, and the real all-MiniLM-L6-v2 model behind the cache."""
+"""Micro-batching of embeddings, and the real all-MiniLM-L6-v2 model behind the cache, on
+torch and exported to ONNX Runtime."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cache.embedder import MicroBatchEmbedder, SentenceTransformerEncoder
+from cache import onnx_export
+from cache.embedder import (
+    MicroBatchEmbedder,
+    SentenceTransformerEncoder,
+    default_model_path,
+    load_encoder,
+)
+from cache.errors import ConfigError
 from cache.matching import allow_all, default_guard
+from cache.onnx_encoder import OnnxEncoder
 from cache.response_cache import ResponseCache
 from tests.cache.conftest import answer, chat
 from tests.cache.fakes import CountingEncoder, bag_of_words
@@ -75,10 +87,171 @@ async def test_semantic_lookup_with_real_embeddings_and_installed_guard(
 ) -> None:
     if default_guard() is allow_all:
         pytest.skip("no guard installed (cache/guard.py)")
-    async with ResponseCache(None, embedder=MicroBatchEmbedder(st_encoder)) as cache:
+    # A generous embedding time limit: on a loaded machine a miss by timeout is not the point.
+    embedder = MicroBatchEmbedder(st_encoder)
+    async with ResponseCache(None, embedder=embedder, embed_timeout_s=30.0) as cache:
         await cache.store("ns", "chat", chat("How do I reset my password?"), answer("Forgot"))
         await cache.store("ns", "chat", chat("Cheap flights to Paris in May"), answer("Paris"))
         hit = await cache.lookup("ns", "chat", chat("how do i reset my password"))
         assert hit is not None and hit.kind == "semantic" and hit.similarity is not None
         assert await cache.lookup("ns", "chat", chat("Cheap flights to Lyon in May")) is None
         assert await cache.lookup("ns", "chat", chat("What is the weather in Oslo?")) is None
+
+
+DEV_PAIRS = Path(__file__).resolve().parents[3] / "shared" / "data" / "semantic_dev_pairs.jsonl"
+HOLDOUT_PAIRS = (
+    Path(__file__).resolve().parents[2] / "bench" / "data" / "semantic_holdout_pairs.jsonl"
+)
+
+
+def _questions() -> list[str]:
+    """Every question of the labelled pair files (dev set when present, and the extra pairs)."""
+    texts: set[str] = set()
+    for path in (DEV_PAIRS, HOLDOUT_PAIRS):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                texts |= {row["a"], row["b"]}
+    return sorted(texts)
+
+
+def _no_export(source: Path, folder: Path) -> None:
+    raise AssertionError("exported again")
+
+
+@pytest.fixture(scope="session")
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedders")
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(onnx_cache_dir: Path) -> OnnxEncoder:
+    """all-MiniLM-L6-v2 exported to ONNX once for the session (tens of seconds), fp32."""
+    return OnnxEncoder(cache_dir=onnx_cache_dir)
+
+
+@pytest.mark.slow
+def test_onnx_embeddings_match_torch(
+    onnx_encoder: OnnxEncoder, st_encoder: SentenceTransformerEncoder
+) -> None:
+    texts = _questions()
+    assert len(texts) > 100
+    long_text = "Please tell me everything about the return policy. " * 60  # past 256 tokens
+    texts.append(long_text)
+    torch_rows = np.concatenate(
+        [st_encoder.encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
+    )
+    onnx_rows = onnx_encoder.encode(texts)  # one call: sorted by length, run in groups
+    assert onnx_rows.shape == torch_rows.shape == (len(texts), 384)
+    assert onnx_rows.dtype == np.float32
+    assert np.allclose(np.linalg.norm(onnx_rows, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(onnx_rows * torch_rows, axis=1)) >= 0.9999
+    # Alone or in a batch, a text gets the same vector.
+    alone = onnx_encoder.encode([texts[7]])[0]
+    assert float(alone @ onnx_rows[7]) >= 0.99999
+    assert onnx_encoder.encode([]).shape == (0, 384)
+
+
+@pytest.mark.slow
+def test_export_is_cached_and_reused(
+    onnx_encoder: OnnxEncoder, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = onnx_encoder.exported.folder
+    assert folder.parent == onnx_cache_dir
+    assert {"model.onnx", "tokenizer.json", "export.json"} <= {p.name for p in folder.iterdir()}
+    stamp = (folder / "model.onnx").stat().st_mtime_ns
+
+    monkeypatch.setattr(onnx_export, "_export", _no_export)
+    again = OnnxEncoder(cache_dir=onnx_cache_dir)
+    assert again.exported.folder == folder
+    assert (folder / "model.onnx").stat().st_mtime_ns == stamp
+    assert [p.name for p in onnx_cache_dir.iterdir()] == [folder.name]  # no leftovers
+    text = ["How do I reset my password?"]
+    assert np.allclose(again.encode(text), onnx_encoder.encode(text))
+
+
+@pytest.mark.slow
+def test_int8_variant_is_written_beside_and_stays_close(
+    onnx_encoder: OnnxEncoder, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_export, "_export", _no_export)  # the fp32 export is reused
+    int8 = load_encoder("onnx-int8", cache_dir=onnx_cache_dir)
+    assert isinstance(int8, OnnxEncoder) and int8.int8
+    assert (onnx_encoder.exported.folder / "model_int8.onnx").is_file()
+    texts = _questions()[:200]
+    in_batch = int8.encode(texts)
+    rows = np.sum(in_batch * onnx_encoder.encode(texts), axis=1)
+    assert np.min(rows) > 0.9 and np.mean(rows) > 0.98  # close, not equal: see docs/cache.md
+    # Activations are quantised per run: a text's vector must not depend on its batch.
+    alone = np.concatenate([int8.encode([t]) for t in texts[:20]])
+    assert np.allclose(alone, in_batch[:20], atol=1e-6)
+    v = int8.encode(
+        ["How do I reset my password?", "How can I change my password?", "Best pizza in Naples"]
+    )
+    assert v[0] @ v[1] > 0.7 > v[0] @ v[2]
+
+
+def test_model_fingerprint_follows_the_files(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "weights.bin").write_bytes(b"abc")
+    first = onnx_export.model_fingerprint(tmp_path)
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"someone else's export")
+    assert onnx_export.model_fingerprint(tmp_path) == first
+    (tmp_path / "weights.bin").write_bytes(b"abd")
+    assert onnx_export.model_fingerprint(tmp_path) != first
+
+
+def _fake_export(source: Path, folder: Path) -> None:
+    meta = {"input_names": ["input_ids"], "max_length": 8, "pad_id": 0, "dim": 4}
+    (folder / "export.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    model = tmp_path / "org" / "tiny"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr(onnx_export, "_export", _fake_export)
+    yield model
+
+
+def test_an_unwritable_cache_dir_exports_to_a_temporary_folder(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    exported = onnx_export.ensure_exported(fake_model, blocker / "cache")
+    assert not str(exported.folder).startswith(str(blocker))
+    assert exported.temporary and exported.dim == 4 and (exported.folder / "export.json").is_file()
+
+
+def test_a_concurrent_export_that_finished_first_is_used(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_dir = tmp_path / "cache"
+
+    def racing_export(source: Path, folder: Path) -> None:
+        _fake_export(source, folder)
+        # Meanwhile another process finished the same export under the final name.
+        other = cache_dir / ("org-tiny-" + onnx_export.model_fingerprint(source)[:20])
+        other.mkdir()
+        (other / "export.json").write_text(
+            json.dumps({**json.loads((folder / "export.json").read_text()), "dim": 5})
+        )
+        (other / "winner").write_text("")
+
+    monkeypatch.setattr(onnx_export, "_export", racing_export)
+    exported = onnx_export.ensure_exported(fake_model, cache_dir)
+    assert exported.dim == 5 and (exported.folder / "winner").exists()
+    assert [p.name for p in cache_dir.iterdir()] == [exported.folder.name]  # ours was removed
+
+
+def test_bad_model_path_and_unknown_backend_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no sentence-transformers model folder"):
+        OnnxEncoder(str(tmp_path / "missing"), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="no sentence-transformers model folder"):
+        load_encoder("onnx", str(tmp_path), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown embedding backend 'tensorflow'"):
+        load_encoder("tensorflow", default_model_path())
+    assert list(tmp_path.iterdir()) == []  # nothing exported, nothing left behind

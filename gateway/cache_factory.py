@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
-
-from cache.embedder import MicroBatchEmbedder, SentenceTransformerEncoder
+from cache.embedder import MicroBatchEmbedder, load_encoder
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
 from gateway.services import Cache
@@ -24,13 +22,21 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
     """Connects to Redis (or the embedded one), loads the embedder, opens the cache."""
     embedder = None
     if settings.semantic:
-        log.info("loading the embedding model for the semantic cache")
-        # torch's default of one thread per core is several times slower per query as soon
-        # as the cores are shared (measured: 14 ms with 1 thread, 200+ ms with 2, on 2 busy
-        # cores); concurrent lookups are batched by the embedder instead.
-        torch.set_num_threads(settings.embed_threads)
-        # Loading takes seconds; a thread keeps the event loop (and /health) answering.
-        encoder = await asyncio.to_thread(SentenceTransformerEncoder, settings.embedding_model)
+        log.info(
+            "loading the embedding model for the semantic cache (%s, threads: %s)",
+            settings.embed_backend,
+            settings.embed_threads or "default",
+        )
+        # Concurrent lookups are batched by the embedder; thread defaults per runtime are in
+        # cache/embedder.py. Loading (a first start also exports to ONNX) takes seconds to a
+        # minute, off the event loop.
+        encoder = await asyncio.to_thread(
+            load_encoder,
+            settings.embed_backend,
+            settings.embedding_model,
+            threads=settings.embed_threads,
+            cache_dir=settings.embed_cache_dir,
+        )
         embedder = MicroBatchEmbedder(encoder)
     options: dict[str, Any] = {}
     if settings.cache_max_entries is not None:

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cache.embedder import EncoderBackend
+
 
 class GatewaySettings(BaseSettings):
     """Every gateway setting; env `SLUICE_GATEWAY_<NAME>`, flag `--<name>` (dashes)."""
@@ -59,9 +61,20 @@ class GatewaySettings(BaseSettings):
     embedding_model: str | None = Field(
         default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
     )
-    embed_threads: int = Field(
-        default=1,
-        description="CPU threads for embedding; 1 keeps lookups fast when cores are contended.",
+    embed_backend: EncoderBackend = Field(
+        default="onnx",
+        description="Embedding runtime: onnx (ONNX Runtime, exported once from the model "
+        "folder), onnx-int8 (int8 weights: faster batches, vectors move slightly) or torch.",
+    )
+    embed_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the ONNX export is kept between starts; unset = "
+        "~/.cache/sluice/embedders.",
+    )
+    embed_threads: int | None = Field(
+        default=None,
+        description="CPU threads for embedding; unset = 2 for the onnx runtimes (their idle "
+        "threads never spin), 1 for torch (slow on shared cores with more).",
     )
     embed_timeout_s: float = Field(
         default=1.0, description="A semantic lookup waiting longer for its embedding misses."

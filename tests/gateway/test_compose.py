@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,7 +66,8 @@ def test_ports_line_up() -> None:
     assert f":{backend_port}/health" in " ".join(services["backend"]["healthcheck"]["test"])
     assert urlsplit(gateway_env["REDIS_URL"]).hostname == "redis"
     # The environment actually parses into the settings classes.
-    assert GatewaySettings(**{"upstreams": gateway_env["SLUICE_GATEWAY_UPSTREAMS"]}).upstreams == [
+    upstreams = gateway_env["SLUICE_GATEWAY_UPSTREAMS"]
+    assert GatewaySettings.model_validate({"upstreams": upstreams}).upstreams == [
         "http://backend:8001"
     ]
     assert BackendSettings(port=int(backend_port)).port == int(backend_port)
@@ -104,3 +106,17 @@ def test_gateway_image_has_hnsw_without_a_compiler_in_the_final_stage() -> None:
     assert "build-essential" in build and '".[hnsw]"' in build
     assert "build-essential" not in final and "apt-get" not in final
     assert "COPY --from=" in final
+
+
+def test_gateway_image_carries_the_embedding_export_it_points_to() -> None:
+    text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
+    build, final = text.split("\nFROM ")[-2:]
+    match = re.search(r"python -m cache\.onnx_export --cache-dir (\S+)", build)
+    assert match, "the build stage exports the embedding model"
+    folder = match.group(1)
+    assert f"COPY --from=build {folder} {folder}" in final
+    env = re.search(r"SLUICE_GATEWAY_EMBED_CACHE_DIR=(\S+)", final)
+    assert env and env.group(1) == folder
+    parsed = GatewaySettings.model_validate({"embed_cache_dir": folder})
+    assert parsed.embed_cache_dir == Path(folder)
+    assert GatewaySettings.model_fields["embed_backend"].default.startswith("onnx")

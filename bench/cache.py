@@ -1,13 +1,16 @@
 """Cache benchmark: exact and semantic lookup latency, throughput under concurrency, index cost.
 
 Runs ResponseCache against the Redis at REDIS_URL (database 11, keys under a unique prefix,
-removed at the end) with the real all-MiniLM-L6-v2 embedder and the installed guard. The
+removed at the end) with the real all-MiniLM-L6-v2 embedder (the gateway's default runtime and
+thread count unless --embed-backend / --embed-threads say otherwise) and the installed guard. The
 semantic index is filled with random unit vectors in the queries' own scope (the worst case:
 every first-turn question of one chatbot shares a scope), plus real questions from
 ../shared/data/semantic_dev_pairs.jsonl stored through the cache; queries are real text.
 
     .venv/bin/python -m bench.cache            # full run (1k/10k/100k), writes docs/BENCHMARKS.md
     .venv/bin/python -m bench.cache --quick    # short check (1k/10k), prints only
+    .venv/bin/python -m bench.cache --no-write # full run, prints only
+    .venv/bin/python -m bench.cache --quick --embed-backend torch --embed-threads 2
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ from typing import Any
 import numpy as np
 
 from bench.report import write_section
-from cache.embedder import MicroBatchEmbedder, SentenceTransformerEncoder
+from cache.embedder import (
+    DEFAULT_THREADS,
+    ENCODER_BACKENDS,
+    Encoder,
+    MicroBatchEmbedder,
+    load_encoder,
+)
 from cache.hnsw import HnswGraph, hnswlib_available
 from cache.keys import namespace_hash
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
 from cache.scope import semantic_query
 from cache.vector_index import DEFAULT_HNSW_MIN_ENTRIES, ScopedIndex
+from gateway.settings import GatewaySettings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = 11
@@ -191,7 +201,7 @@ def index_memory(dim: int, n: int) -> dict[str, float]:
     return out
 
 
-def model_alone(encoder: SentenceTransformerEncoder, texts: list[str]) -> dict[str, float]:
+def model_alone(encoder: Encoder, texts: list[str]) -> dict[str, float]:
     """The embedding model by itself, for one text and for a batch of 32, during this run."""
     one, batch = [], []
     for i in range(20):
@@ -207,7 +217,10 @@ def model_alone(encoder: SentenceTransformerEncoder, texts: list[str]) -> dict[s
 
 async def run(args: argparse.Namespace) -> str:
     pairs, texts = load_questions()
-    encoder = SentenceTransformerEncoder()
+    if args.embed_threads is None:
+        args.embed_threads = DEFAULT_THREADS[args.embed_backend]
+    encoder = load_encoder(args.embed_backend, threads=args.embed_threads)
+    print(f"encoder: {args.embed_backend}, {args.embed_threads} thread(s)")
     prefix = f"benchcache-{uuid.uuid4().hex[:8]}"
     redis: RedisClient = connect_redis(f"{REDIS_URL}/{REDIS_DB}", timeout_s=5.0)
     index = ScopedIndex(encoder.dim)
@@ -265,7 +278,7 @@ async def run(args: argparse.Namespace) -> str:
                 row["outages"] = cache.failopen.outages
                 print(row)
                 rows.append(row)
-            lines = report(exact, rows, model, memory)
+            lines = report(exact, rows, model, memory, args)
             if cache.failopen.outages:
                 lines.append(
                     f"\nRedis timed out {cache.failopen.outages} time(s) during the run (fail-open "
@@ -289,6 +302,7 @@ def report(
     rows: list[dict[str, Any]],
     model: dict[str, float],
     memory: dict[str, float],
+    args: argparse.Namespace,
 ) -> list[str]:
     out = [
         "Exact lookups (in-process, local Redis, hit = one HGET, hit count updated after):",
@@ -301,8 +315,9 @@ def report(
         "Semantic lookups including embedding (exact miss, embed, search the scope, fetch",
         "candidates, guard), one at a time; throughput with 32 concurrent clients:",
         "",
-        f"(the model alone took {model['one_p50']:.1f} ms for one text and "
-        f"{model['batch32_p50']:.1f} ms for a batch of 32, p50, during this run)",
+        f"(embedding runtime: {args.embed_backend}, {args.embed_threads} thread(s); the model "
+        f"alone took {model['one_p50']:.1f} ms for one text and {model['batch32_p50']:.1f} ms "
+        "for a batch of 32, p50, during this run)",
         "",
         "| entries in scope | p50 ms | p99 ms | semantic hits / lookups | lookups/s at 32 "
         "| mean embed batch |",
@@ -346,10 +361,24 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run, prints only")
+    parser.add_argument("--no-write", action="store_true", help="don't update docs/BENCHMARKS.md")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--exact-n", type=int, default=5000)
     parser.add_argument("--semantic-n", type=int, default=300)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
+    gateway = GatewaySettings.model_fields
+    parser.add_argument(
+        "--embed-backend",
+        default=gateway["embed_backend"].default,
+        choices=ENCODER_BACKENDS,
+        help="embedding runtime (default: the gateway's)",
+    )
+    parser.add_argument(
+        "--embed-threads",
+        type=int,
+        default=gateway["embed_threads"].default,
+        help="embedding threads (default: the gateway's default for the runtime)",
+    )
     args = parser.parse_args()
     sys.argv = ["-m", "bench.cache", *sys.argv[1:]]  # the reproduce line: python -m bench.cache
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -358,7 +387,7 @@ def main() -> None:
     args.sizes = [int(s) for s in args.sizes.split(",")]
     markdown = asyncio.run(run(args))
     print(markdown)
-    if not args.quick:
+    if not (args.quick or args.no_write):
         write_section("cache", markdown)
 
 

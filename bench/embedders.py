@@ -1,0 +1,99 @@
+"""Embedding runtimes compared: torch, ONNX Runtime and its int8 variant, 1 and 2 threads.
+
+Every candidate is loaded in one process and timed in turn, round after round, so that load
+from other processes falls on all of them alike; one question at a time (dev-set questions)
+and batches of 32 distinct questions. Prints a markdown table (docs/cache.md has one).
+
+    .venv/bin/python -m bench.embedders              # 15 rounds
+    .venv/bin/python -m bench.embedders --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from bench.cache import load_questions
+from cache.embedder import Matrix, SentenceTransformerEncoder
+from cache.onnx_encoder import OnnxEncoder
+
+Encode = Callable[[Sequence[str]], Matrix]
+
+
+def candidates() -> dict[str, Encode]:
+    """The runtimes and thread counts to compare (torch's threads are set per call)."""
+    import torch
+
+    st = SentenceTransformerEncoder()
+
+    def on_torch(threads: int) -> Encode:
+        def encode(texts: Sequence[str]) -> Matrix:
+            torch.set_num_threads(threads)
+            return st.encode(texts)
+
+        return encode
+
+    return {
+        "torch, 1": on_torch(1),
+        "torch, 2": on_torch(2),
+        "onnx, 1": OnnxEncoder(threads=1).encode,
+        "onnx, 2": OnnxEncoder(threads=2).encode,
+        "onnx, 2, spinning": OnnxEncoder(threads=2, spinning=True).encode,
+        "onnx-int8, 1": OnnxEncoder(threads=1, int8=True).encode,
+        "onnx-int8, 2": OnnxEncoder(threads=2, int8=True).encode,
+    }
+
+
+def compare(rounds: int) -> list[str]:
+    _, texts = load_questions()
+    rng = random.Random(0)
+    batches = [
+        [f"{rng.choice(texts)} ({rng.randrange(10**5)})" for _ in range(32)] for _ in range(2)
+    ]
+    encoders = candidates()
+    one: dict[str, list[float]] = {name: [] for name in encoders}
+    batch: dict[str, list[float]] = {name: [] for name in encoders}
+    cpu: dict[str, list[float]] = {name: [] for name in encoders}
+    for encode in encoders.values():  # warm up
+        encode(batches[0])
+        encode(texts[:1])
+    for r in range(rounds):
+        for name, encode in encoders.items():
+            for i in range(10):
+                t = time.perf_counter()
+                encode([texts[(r * 10 + i) % len(texts)]])
+                one[name].append((time.perf_counter() - t) * 1e3)
+            for b in batches:
+                t, c = time.perf_counter(), time.process_time()
+                encode(b)
+                batch[name].append((time.perf_counter() - t) * 1e3)
+                cpu[name].append((time.process_time() - c) * 1e3)
+    lines = [
+        "| runtime, threads | one question p50 / best ms | batch of 32 p50 / best ms "
+        "| batch of 32 CPU ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in encoders:
+        lines.append(
+            f"| {name} | {statistics.median(one[name]):.1f} / {min(one[name]):.1f} "
+            f"| {statistics.median(batch[name]):.0f} / {min(batch[name]):.0f} "
+            f"| {statistics.median(cpu[name]):.0f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    # As the backend runs torch; the gateway leaves OpenMP's default.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    print("\n".join(compare(args.rounds)))
+
+
+if __name__ == "__main__":
+    main()

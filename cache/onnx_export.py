@@ -12,12 +12,14 @@ loads it instead of exporting again (which takes seconds to a minute).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ INT8_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "export.json"
 OUTPUT_NAME = "sentence_embedding"
+ABANDONED_AFTER_S = 3600.0
 # The tokenizer outputs the exported graph may take, and their names in a `tokenizers` Encoding.
 ENCODING_FIELDS = {
     "input_ids": "ids",
@@ -98,6 +101,7 @@ def ensure_exported(
     if not (target / META_FILE).is_file():
         try:
             root.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(root)
             scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
         except OSError as exc:
             log.warning("cache: cannot write %s (%s); exporting to a temporary folder", root, exc)
@@ -119,6 +123,14 @@ def ensure_exported(
     if int8 and not exported.model_file(int8=True).is_file():
         _quantize(exported)
     return exported
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Scratch folders of exports killed midway (an export takes a minute, not an hour)."""
+    for scratch in root.glob(".export-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - scratch.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _read_meta(folder: Path, *, temporary: bool) -> ExportedModel:
@@ -148,7 +160,9 @@ def _export(source: Path, folder: Path) -> None:
         )
     # As sentence-transformers truncates: its max_seq_length, else the tokenizer's own limit.
     max_length = int(model.max_seq_length or tokenizer.model_max_length)
-    sample = model.preprocess(["How do I reset my password?", "Cheap flights to Paris in May"])
+    # `preprocess` since sentence-transformers 6 (with a "modality" entry); `tokenize` before.
+    prepare = getattr(model, "preprocess", None) or model.tokenize
+    sample = prepare(["How do I reset my password?", "Cheap flights to Paris in May"])
     names = tuple(k for k, v in sample.items() if isinstance(v, torch.Tensor))
     extras = {k: v for k, v in sample.items() if not isinstance(v, torch.Tensor)}
     if not set(names) <= set(ENCODING_FIELDS) or "input_ids" not in names:
@@ -206,8 +220,17 @@ def _quantize(exported: ExportedModel) -> None:
     final = exported.model_file(int8=True)
     partial = final.with_name(f".{final.name}.{os.getpid()}")
     log.info("quantising the embedding model to int8 into %s", final)
-    quantize_dynamic(exported.model_file(), partial, weight_type=QuantType.QInt8, per_channel=True)
-    os.replace(partial, final)
+    try:
+        quantize_dynamic(
+            exported.model_file(), partial, weight_type=QuantType.QInt8, per_channel=True
+        )
+        os.replace(partial, final)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write the int8 model into {exported.folder} ({exc}); make it writable, "
+            "or export with `python -m cache.onnx_export --int8` where it is"
+        ) from exc
 
 
 def _tensor_pipeline(model: Any, names: tuple[str, ...], extras: dict[str, Any]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,6 +246,29 @@ def test_a_concurrent_export_that_finished_first_is_used(
     exported = onnx_export.ensure_exported(fake_model, cache_dir)
     assert exported.dim == 5 and (exported.folder / "winner").exists()
     assert [p.name for p in cache_dir.iterdir()] == [exported.folder.name]  # ours was removed
+
+
+def test_scratch_folders_of_killed_exports_are_removed(fake_model: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    old, recent = cache_dir / ".export-old", cache_dir / ".export-recent"
+    old.mkdir(parents=True)
+    recent.mkdir()
+    os.utime(old, (0, 0))
+    exported = onnx_export.ensure_exported(fake_model, cache_dir)
+    assert sorted(p.name for p in cache_dir.iterdir()) == [".export-recent", exported.folder.name]
+
+
+def test_int8_that_cannot_be_written_is_a_config_error(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime.quantization
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", read_only)
+    with pytest.raises(ConfigError, match="cannot write the int8 model"):
+        onnx_export.ensure_exported(fake_model, tmp_path / "cache", int8=True)
 
 
 def test_bad_model_path_and_unknown_backend_are_config_errors(tmp_path: Path) -> None:

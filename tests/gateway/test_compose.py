@@ -111,7 +111,7 @@ def test_gateway_image_has_hnsw_without_a_compiler_in_the_final_stage() -> None:
 def test_gateway_image_carries_the_embedding_export_it_points_to() -> None:
     text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
     build, final = text.split("\nFROM ")[-2:]
-    match = re.search(r"python -m cache\.onnx_export --cache-dir (\S+)", build)
+    match = re.search(r"python -m cache\.onnx_export --cache-dir (\S+) --int8", build)
     assert match, "the build stage exports the embedding model"
     folder = match.group(1)
     assert f"COPY --from=build {folder} {folder}" in final

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,3 +101,25 @@ def answer(text: str) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
     }
+
+
+async def assert_fails_open(
+    cache: ResponseCache,
+    body: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    rounds: int,
+) -> None:
+    """With Redis down: every call answers (miss, dropped store, empty admin) with one warning."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sluice.cache"):
+        for _ in range(rounds):
+            assert await cache.lookup("ns", "chat", body) is None
+            assert await cache.store("ns", "chat", chat("other"), answer("y")) is None
+            await cache.record("ns", "m", "miss", latency_ms=1.0)
+            await asyncio.sleep(0.06)
+        assert await cache.entries() == []
+        assert await cache.invalidate(namespace="ns") == 0
+        assert (await cache.stats())["redis_available"] is False
+        assert await cache.ping() is False
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1

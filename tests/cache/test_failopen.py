@@ -14,7 +14,7 @@ import pytest
 
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
-from tests.cache.conftest import answer, chat
+from tests.cache.conftest import answer, assert_fails_open, chat
 from tests.cache.fakes import FakeEmbedder
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -97,19 +97,7 @@ async def test_outage_gives_misses_one_warning_and_recovery(
         assert len(cache.index) == 2
 
         server.stop()
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="sluice.cache"):
-            for _ in range(5):
-                assert await cache.lookup("ns", "chat", body) is None
-                assert await cache.store("ns", "chat", chat("other"), answer("y")) is None
-                await cache.record("ns", "m", "miss", latency_ms=1.0)
-                await asyncio.sleep(0.06)
-            assert await cache.entries() == []
-            assert await cache.invalidate(namespace="ns") == 0
-            assert (await cache.stats())["redis_available"] is False
-            assert await cache.ping() is False
-        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-        assert len(warnings) == 1
+        await assert_fails_open(cache, body, caplog, rounds=5)
 
         server.start()  # a fresh, empty server on the same port
         caplog.clear()

@@ -26,7 +26,7 @@ from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
 from tests.cache import test_response_cache
-from tests.cache.conftest import CacheFactory, answer, chat
+from tests.cache.conftest import CacheFactory, answer, assert_fails_open, chat
 from tests.cache.fakes import FakeEmbedder
 from tests.cache.topologies import (
     LocalCluster,
@@ -177,18 +177,7 @@ async def test_cluster_outage_fails_open_and_recovers(
         assert await cache.lookup("ns", "chat", body) is not None
 
         own_cluster.stop()
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="sluice.cache"):
-            for _ in range(3):
-                assert await cache.lookup("ns", "chat", body) is None
-                assert await cache.store("ns", "chat", chat("other"), answer("y")) is None
-                await cache.record("ns", "m", "miss", latency_ms=1.0)
-                await asyncio.sleep(0.06)
-            assert await cache.entries() == []
-            assert await cache.invalidate(namespace="ns") == 0
-            assert (await cache.stats())["redis_available"] is False
-            assert await cache.ping() is False
-        assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+        await assert_fails_open(cache, body, caplog, rounds=3)
 
         async with ResponseCache(late_client, **options) as late:  # opened during the outage
             assert await late.lookup("ns", "chat", body) is None

@@ -103,9 +103,10 @@ def load_encoder(
     """The embedding model on the chosen runtime (see docs/cache.md for the measurements).
 
     "onnx": exported once to ONNX (kept in `cache_dir`) and run by ONNX Runtime, the default:
-    the same vectors as torch, a single question in well under half the time. "onnx-int8":
-    the same with int8 weights, faster for batches, vectors moved slightly (precision was
-    re-checked, see docs/cache.md). "torch": sentence-transformers on torch, as trained.
+    the same vectors as torch, a single question faster than torch on this project's CPUs.
+    "onnx-int8": the same with int8 weights, one text per run (so a vector does not depend on
+    its batch mates), vectors moved slightly (precision was re-checked, see docs/cache.md).
+    "torch": sentence-transformers on torch, as trained.
     `threads` is the runtime's thread count (for torch, the whole process's); None takes
     DEFAULT_THREADS.
     """

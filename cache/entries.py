@@ -64,7 +64,11 @@ class Candidate:
 
     entry_id: str
     question: str
-    response: dict[str, Any]
+    raw_response: bytes | str  # JSON, parsed only for the candidate the guard lets through
+
+    def response(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.raw_response)
+        return parsed
 
 
 def _s(value: bytes | str | None) -> str:
@@ -131,9 +135,7 @@ class EntryStore:
                 out.append(None)
             else:
                 out.append(
-                    Candidate(
-                        entry_id=entry_id, question=_s(question), response=json.loads(response)
-                    )
+                    Candidate(entry_id=entry_id, question=_s(question), raw_response=response)
                 )
         return out
 

@@ -62,7 +62,9 @@ class FailOpen:
         if self._down_since is not None and now < self._next_probe:
             return default
         try:
-            result = await asyncio.wait_for(op(), timeout_s or self.timeout_s)
+            # asyncio.timeout runs op in this task; wait_for (3.11) wraps it in a new one.
+            async with asyncio.timeout(timeout_s or self.timeout_s):
+                result = await op()
         except OUTAGE_ERRORS as exc:
             self._failed(what, exc)
             return default

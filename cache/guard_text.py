@@ -173,40 +173,45 @@ _STEM_SYNONYMS = MappingProxyType(
 )
 
 
-def _expand_word(word: str) -> list[str]:
+# Word-level helpers are pure functions of their arguments and words recur across questions,
+# so each is remembered: a new question is read once per lookup, on the request path.
+@functools.lru_cache(maxsize=65536)
+def _expand_word(word: str) -> tuple[str, ...]:
     """Lower-case word -> canonical words (contractions, shorthand, irregular forms)."""
     w = word.replace("’", "'")
     if w in lex.IRREGULAR_NEGATIONS:
-        return lex.IRREGULAR_NEGATIONS[w].split()
+        return tuple(lex.IRREGULAR_NEGATIONS[w].split())
     for suffix, repl in lex.CONTRACTION_SUFFIXES.items():
         if w.endswith(suffix) and len(w) > len(suffix):
-            return _expand_word(w[: -len(suffix)]) + repl.split()
+            return _expand_word(w[: -len(suffix)]) + tuple(repl.split())
     if w.endswith(("'s", "s'")):
         w = w[:-2] if w.endswith("'s") else w[:-1]
     w = w.replace("'", "")
     if w in lex.SHORTHAND:
-        return lex.SHORTHAND[w].split()
-    return [lex.IRREGULAR.get(w, w)]
+        return tuple(lex.SHORTHAND[w].split())
+    return (lex.IRREGULAR.get(w, w),)
 
 
-def _split_raw(raw: str) -> list[str]:
+@functools.lru_cache(maxsize=65536)
+def _split_raw(raw: str) -> tuple[str, ...]:
     """Splits slash pairs and hyphen compounds into words; keeps codes and negated compounds."""
     low = raw.lower().rstrip(".")
     if low in lex.SHORTHAND or low.endswith("()") or "." in low or "_" in low:
-        return [low]
+        return (low,)
     if "/" in low:
-        return [p for part in low.split("/") for p in _split_raw(part) if p]
+        return tuple(p for part in low.split("/") for p in _split_raw(part) if p)
     if "-" in low:
         joined = low.replace("-", "")
         if _ALNUM.match(joined):
-            return [joined]
+            return (joined,)
         first, _, rest = low.partition("-")
         if first == "non":
-            return ["non_" + rest.replace("-", "_")]
-        return [low]
-    return [low]
+            return ("non_" + rest.replace("-", "_"),)
+        return (low,)
+    return (low,)
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_case_entity(raw: str, sentence_start: bool, shouting: bool) -> bool:
     """True when the casing marks a name (Canada, iPhone, CORS), not a sentence start."""
     letters = [c for c in raw if c.isalpha()]
@@ -321,8 +326,8 @@ def read_question(text: str) -> Reading:
             code.update(p for p in _split_raw(raw.strip("'\"")) if p)
     entities.update(code)
     text = text.replace("`", " ")
-    letters = [c for c in text if c.isalpha()]
-    shouting = len(letters) > 3 and sum(c.isupper() for c in letters) > 0.7 * len(letters)
+    letters = "".join(filter(str.isalpha, text))
+    shouting = len(letters) > 3 and sum(map(str.isupper, letters)) > 0.7 * len(letters)
 
     lowered: list[str] = []
     cased: set[str] = set()
@@ -334,7 +339,7 @@ def read_question(text: str) -> Reading:
             if raw in _CLAUSE_ENDS and lowered and lowered[-1] != "|":
                 lowered.append("|")
             continue
-        parts = _split_raw(raw) if kind == "word" else [raw.lower()]
+        parts = _split_raw(raw) if kind == "word" else (raw.lower(),)
         if kind == "word":
             if raw in cues.HTTP_VERBS and not shouting:
                 entities.add(raw.lower())
@@ -345,13 +350,13 @@ def read_question(text: str) -> Reading:
                     entities.add(p)
                 if "." in p or "_" in p or p.endswith("()") or _CAMEL.search(raw):
                     code.add(p)
-            if not shouting and any(c.isupper() for c in raw):
+            if not shouting and any(map(str.isupper, raw)):
                 cased.update(parts)
         elif kind == "op":
-            parts = [raw.lower().lstrip(".")]
+            parts = (raw.lower().lstrip("."),)
             entities.update(parts)
         for p in parts:
-            lowered.extend(_expand_word(p) if kind == "word" else [p])
+            lowered.extend(_expand_word(p) if kind == "word" else (p,))
         sentence_start = False
 
     marked = _phrases(" ".join(lowered)).split()

@@ -7,6 +7,7 @@ answer, so a new OpenAI parameter can cost a hit but never serve a wrong one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -105,13 +106,23 @@ def digest(obj: Any, chars: int = KEY_HASH_CHARS) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:chars]
 
 
-def exact_key(namespace: str, endpoint: str, body: dict[str, Any]) -> str:
-    """The exact-cache key hash of a request."""
-    return digest(canonical_request(namespace, endpoint, body))
+def exact_key(
+    namespace: str,
+    endpoint: str,
+    body: dict[str, Any],
+    *,
+    canonical: dict[str, Any] | None = None,
+) -> str:
+    """The exact-cache key hash of a request (`canonical`: its canonical_request, if made)."""
+    if canonical is None:
+        canonical = canonical_request(namespace, endpoint, body)
+    return digest(canonical)
 
 
+@functools.lru_cache(maxsize=4096)
 def namespace_hash(namespace: str) -> str:
-    """Key names carry this hash, never the tenant's name."""
+    """Key names carry this hash, never the tenant's name (remembered: few tenants, every
+    request)."""
     return digest(["namespace", namespace], NAMESPACE_HASH_CHARS)
 
 

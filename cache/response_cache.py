@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from cache.embedder import Embedder, Vector
 from cache.entries import EntryStore, IndexRow, NewEntry, split_id
 from cache.errors import ConfigError
 from cache.failopen import OUTAGE_ERRORS, FailOpen
-from cache.keys import exact_key, model_of, namespace_hash
+from cache.keys import canonical_request, exact_key, model_of, namespace_hash
 from cache.matching import (
     Guard,
     default_guard,
@@ -36,12 +37,16 @@ from cache.redis_client import RedisClient, connect_redis
 from cache.scope import semantic_query
 from cache.stats import StatsStore
 from cache.sync import ReplicaSync
-from cache.vector_index import ScopedIndex, VectorIndex
+from cache.vector_index import Neighbour, ScopedIndex, VectorIndex
 
 Endpoint = Literal["chat", "completion"]
 Outcome = Literal["exact", "semantic", "miss", "bypass"]
 
 RECENT_VECTORS = 256
+# Questions of entries seen as semantic candidates, by entry id: the id is a hash of the
+# request, question included, so the pair never goes stale (an entry that left Redis is
+# noticed when its answer is read).
+RECENT_QUESTIONS = 8192
 ENTRY_INFO_FIELDS = ("namespace", "model", "question", "created", "hits", "expires")
 
 
@@ -153,6 +158,7 @@ class ResponseCache:
         # Strong references: hit bookkeeping runs after the answer is returned.
         self._background: set[asyncio.Task[None]] = set()
         self._recent_vectors: OrderedDict[str, Vector] = OrderedDict()
+        self._questions: dict[str, str] = {}
 
     async def __aenter__(self) -> ResponseCache:
         if self._stack is not None:
@@ -187,8 +193,11 @@ class ResponseCache:
         semantic: bool = True,
     ) -> CacheHit | None:
         """Exact lookup, then semantic lookup within the request's scope (each if asked)."""
+        # Canonicalised once: the exact key and the semantic scope are both cut from it.
+        canonical = canonical_request(namespace, endpoint, body) if exact else None
         if exact:
-            nsh, kh = namespace_hash(namespace), exact_key(namespace, endpoint, body)
+            nsh = namespace_hash(namespace)
+            kh = exact_key(namespace, endpoint, body, canonical=canonical)
             response = await self.failopen.run(
                 lambda: self.entries_store.get_response(nsh, kh), None, what="exact lookup"
             )
@@ -199,17 +208,21 @@ class ResponseCache:
         if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
             return None
         try:
-            return await self._semantic_lookup(namespace, endpoint, body)
+            return await self._semantic_lookup(namespace, endpoint, body, canonical)
         except Exception:
             # A fault in the embedder, index or guard costs one model call, not the request.
             self.logger.exception("cache: semantic lookup failed; treated as a miss")
             return None
 
     async def _semantic_lookup(
-        self, namespace: str, endpoint: Endpoint, body: dict[str, Any]
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        canonical: dict[str, Any] | None,
     ) -> CacheHit | None:
         """Nearest cached questions in the scope, above the threshold, that the guard allows."""
-        query = semantic_query(namespace, endpoint, body)
+        query = semantic_query(namespace, endpoint, body, canonical=canonical)
         if query is None:
             return None
         vector = await self._embed(query.question)
@@ -222,6 +235,33 @@ class ResponseCache:
         neighbours = [n for n in neighbours if n.entry_id.startswith(own)]
         if not neighbours:
             return None
+        questions = [self._questions.get(n.entry_id) for n in neighbours]
+        if None in questions:
+            return await self._fetch_and_check(neighbours, query.question)
+        # Every candidate's question is known (an entry id fixes its question), so the guard
+        # runs first and only the answer it lets through is read from Redis.
+        for neighbour, question in zip(neighbours, questions, strict=True):
+            assert question is not None
+            if not await self._allows(question, query.question, neighbour):
+                continue
+            fetched = await self.failopen.run(
+                functools.partial(self._response_of, neighbour.entry_id),
+                None,
+                what="semantic lookup",
+            )
+            if fetched is None:
+                return None  # Redis unavailable
+            response = fetched[0]
+            if response is None:
+                self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
+                continue
+            return self._semantic_hit(neighbour, response)
+        return None
+
+    async def _fetch_and_check(
+        self, neighbours: list[Neighbour], new_question: str
+    ) -> CacheHit | None:
+        """Reads every candidate's question and answer in one round trip, then guards them."""
         candidates = await self.failopen.run(
             lambda: self.entries_store.candidates([n.entry_id for n in neighbours]),
             None,
@@ -233,18 +273,34 @@ class ResponseCache:
             if candidate is None:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue
-            similarity = neighbour.similarity if self._guard_takes_similarity else None
-            if await guard_allows(
-                self.guard, candidate.question, query.question, similarity=similarity
-            ):
-                self._in_background(self.entries_store.touch(candidate.entry_id), "hit count")
-                return CacheHit(
-                    kind="semantic",
-                    entry_id=candidate.entry_id,
-                    response=candidate.response,
-                    similarity=neighbour.similarity,
-                )
+            self._remember_question(candidate.entry_id, candidate.question)
+            if await self._allows(candidate.question, new_question, neighbour):
+                return self._semantic_hit(neighbour, candidate.response())
         return None
+
+    async def _allows(self, cached_question: str, new_question: str, neighbour: Neighbour) -> bool:
+        similarity = neighbour.similarity if self._guard_takes_similarity else None
+        return await guard_allows(self.guard, cached_question, new_question, similarity=similarity)
+
+    async def _response_of(self, entry_id: str) -> tuple[dict[str, Any] | None]:
+        """The entry's answer, boxed so that None (gone) differs from a failed read."""
+        parts = split_id(entry_id)
+        return (await self.entries_store.get_response(*parts) if parts else None,)
+
+    def _semantic_hit(self, neighbour: Neighbour, response: dict[str, Any]) -> CacheHit:
+        self._in_background(self.entries_store.touch(neighbour.entry_id), "hit count")
+        return CacheHit(
+            kind="semantic",
+            entry_id=neighbour.entry_id,
+            response=response,
+            similarity=neighbour.similarity,
+        )
+
+    def _remember_question(self, entry_id: str, question: str) -> None:
+        if entry_id not in self._questions:
+            if len(self._questions) >= RECENT_QUESTIONS:
+                del self._questions[next(iter(self._questions))]  # the oldest
+            self._questions[entry_id] = question
 
     async def _embed(self, text: str) -> Vector | None:
         """The question's vector (remembered briefly, as a store usually follows a miss)."""
@@ -255,7 +311,8 @@ class ResponseCache:
         if self.embedder is None:
             return None
         try:
-            vector = await asyncio.wait_for(self.embedder.embed(text), self.embed_timeout_s)
+            async with asyncio.timeout(self.embed_timeout_s):  # unlike wait_for, no task per call
+                vector = await self.embedder.embed(text)
         except TimeoutError:
             self.logger.info(
                 "cache: embedding took over %.2f s; semantic miss", self.embed_timeout_s
@@ -279,12 +336,17 @@ class ResponseCache:
         ttl_s: int | None = None,
     ) -> str | None:
         """Stores under the exact key and in the semantic index; returns the entry id."""
-        query = semantic_query(namespace, endpoint, body) if self.semantic_enabled else None
+        canonical = canonical_request(namespace, endpoint, body)
+        query = (
+            semantic_query(namespace, endpoint, body, canonical=canonical)
+            if self.semantic_enabled
+            else None
+        )
         vector = await self._embed(query.question) if query is not None else None
         entry = NewEntry(
             namespace=namespace,
             namespace_hash=namespace_hash(namespace),
-            key_hash=exact_key(namespace, endpoint, body),
+            key_hash=exact_key(namespace, endpoint, body, canonical=canonical),
             model=model_of(body),
             endpoint=endpoint,
             question=query.question if query is not None else question_text(endpoint, body),
@@ -447,6 +509,7 @@ class ResponseCache:
 
         async def run() -> None:
             await self.failopen.run(lambda: coro, None, what=what)
+            coro.close()  # not started when Redis was known to be down (no "never awaited")
 
         task = asyncio.create_task(run())
         self._background.add(task)

@@ -32,8 +32,19 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-def semantic_query(namespace: str, endpoint: str, body: dict[str, Any]) -> SemanticQuery | None:
-    """The question and scope of a request, or None when it cannot be matched by meaning."""
+def semantic_query(
+    namespace: str,
+    endpoint: str,
+    body: dict[str, Any],
+    *,
+    canonical: dict[str, Any] | None = None,
+) -> SemanticQuery | None:
+    """The question and scope of a request, or None when it cannot be matched by meaning.
+
+    `canonical` is `canonical_request(namespace, endpoint, body)` when the caller has it
+    already (for the exact key): the scope is then cut out of it instead of canonicalising
+    the whole conversation again.
+    """
     if endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -42,15 +53,28 @@ def semantic_query(namespace: str, endpoint: str, body: dict[str, Any]) -> Seman
         if not isinstance(last, dict) or last.get("role") != "user":
             return None
         question = _text_of(last.get("content"))
-        # The last turn's other fields (its `name`, say) still belong to the scope.
-        last_rest = {k: v for k, v in last.items() if k != "content"}
-        context = {**body, "messages": [*messages[:-1], last_rest]}
     elif endpoint == "completion":
         question = body.get("prompt") if isinstance(body.get("prompt"), str) else None
-        context = {k: v for k, v in body.items() if k != "prompt"}
     else:
         return None
     if question is None or not question.strip():
         return None
-    scope = digest(["scope", canonical_request(namespace, endpoint, context)])
+    if canonical is None:
+        canonical = canonical_request(namespace, endpoint, body)
+    scope = digest(["scope", _context(endpoint, canonical)])
     return SemanticQuery(scope=scope, question=question.strip())
+
+
+def _context(endpoint: str, canonical: dict[str, Any]) -> dict[str, Any]:
+    """The canonical request without the question: the last message's content (its other
+    fields, its `name` say, still belong to the scope) or the completion's prompt.
+
+    Equal to canonicalising the body with the question left out, since canonical forms are
+    built field by field (tests/cache/test_keys.py checks it).
+    """
+    if endpoint == "chat":
+        messages = canonical["messages"]
+        last = {k: v for k, v in messages[-1].items() if k != "content"}
+        return {**canonical, "messages": [*messages[:-1], last]}
+    params = {k: v for k, v in canonical["params"].items() if k != "prompt"}
+    return {**canonical, "params": params}

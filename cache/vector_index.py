@@ -82,9 +82,13 @@ class _ExactPartition:
         n = len(self.ids)
         sims = self.matrix[:n] @ vector
         sims[self.expires[:n] <= now] = -np.inf
-        top = np.argpartition(-sims, k - 1)[:k] if n > k else np.arange(n)
+        # The threshold first: it usually leaves a handful of rows, so the top k is chosen
+        # among those rather than partitioning the whole scope (the same k rows either way).
+        top = np.flatnonzero(sims >= min_similarity)
+        if len(top) > k:
+            top = top[np.argpartition(-sims[top], k - 1)[:k]]
         top = top[np.argsort(-sims[top])]
-        return [Neighbour(self.ids[i], float(sims[i])) for i in top if sims[i] >= min_similarity]
+        return [Neighbour(self.ids[i], float(sims[i])) for i in top]
 
     def memory_bytes(self) -> int:
         ids = sum(49 + len(i) for i in self.ids)  # str objects; dict/list slots roughly double it

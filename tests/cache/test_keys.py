@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache.keys import exact_key, namespace_hash
+from cache.keys import canonical_request, digest, exact_key, namespace_hash
+from cache.scope import semantic_query
 
 text = st.text(min_size=0, max_size=30)
 roles = st.sampled_from(["system", "user", "assistant", "tool"])
@@ -204,3 +205,39 @@ def test_two_part_message_differs_from_its_joined_text() -> None:
     assert key(_parts(["a", "b"])) != key("ab")
     assert key(_parts(["a", "b"])) != key(_parts(["ab"]))
     assert key(_parts(["a", "b"])) != key(_parts(["a", "", "b"]))
+
+
+def _scope_by_definition(namespace: str, endpoint: str, body: dict[str, Any]) -> str:
+    """The scope as specified: the canonical request with the question left out."""
+    if endpoint == "chat":
+        *earlier, last = body["messages"]
+        rest = {k: v for k, v in last.items() if k != "content"}
+        context = {**body, "messages": [*earlier, rest]}
+    else:
+        context = {k: v for k, v in body.items() if k != "prompt"}
+    return digest(["scope", canonical_request(namespace, endpoint, context)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=bodies,
+    question=st.text(min_size=1, max_size=30).filter(str.strip),
+    parts=st.booleans(),
+    completion=st.booleans(),
+)
+def test_scope_cut_from_the_canonical_request_matches_its_definition(
+    body: dict[str, Any], question: str, parts: bool, completion: bool
+) -> None:
+    if completion:
+        endpoint = "completion"
+        body = {**{k: v for k, v in body.items() if k != "messages"}, "prompt": question}
+    else:
+        endpoint = "chat"
+        content: Any = _parts([question]) if parts else question
+        body["messages"][-1] |= {"role": "user", "content": content}
+    canonical = canonical_request("ns", endpoint, body)
+    cut = semantic_query("ns", endpoint, body, canonical=canonical)
+    alone = semantic_query("ns", endpoint, body)
+    assert cut is not None and cut == alone
+    assert cut.scope == _scope_by_definition("ns", endpoint, body)
+    assert canonical == canonical_request("ns", endpoint, body)  # left as it was

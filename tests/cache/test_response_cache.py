@@ -265,3 +265,57 @@ async def test_a_failing_guard_is_a_miss_not_an_error(make_cache: CacheFactory) 
     cache = await make_cache(similarity_threshold=0.5, guard=guard)
     await cache.store("ns", "chat", chat("flights to Paris"), answer("A"))
     assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None
+
+
+async def test_known_candidates_are_guarded_before_their_answers_are_read(
+    make_cache: CacheFactory, redis: RedisClient
+) -> None:
+    seen: list[str] = []
+
+    def guard(cached: str, new: str) -> bool:
+        seen.append(new)
+        return "onion" not in new
+
+    cache = await make_cache(similarity_threshold=0.5, guard=guard)
+    entry_id = await cache.store("ns", "chat", chat("cheap flights to Paris in May"), answer("A"))
+    assert entry_id is not None
+    reads: list[str] = []
+    get_response = cache.entries_store.get_response
+
+    async def counted(nsh: str, kh: str) -> dict[str, object] | None:
+        reads.append(f"{nsh}.{kh}")
+        return await get_response(nsh, kh)
+
+    cache.entries_store.get_response = counted  # type: ignore[method-assign]
+    first = await cache.lookup("ns", "chat", chat("in May cheap flights to Paris"), exact=False)
+    assert first is not None and first.response == answer("A")
+    assert reads == []  # the first time, question and answer came in one round trip
+    # Now the question is known: a rejected candidate costs no read, an accepted one one read.
+    vetoed = chat("cheap flights to Paris in May onion soup")
+    assert await cache.lookup("ns", "chat", vetoed, exact=False) is None
+    assert reads == [] and seen[-1] == "cheap flights to Paris in May onion soup"
+    again = await cache.lookup("ns", "chat", chat("May: cheap flights to Paris"), exact=False)
+    assert again is not None and again.entry_id == entry_id and again.response == answer("A")
+    assert again.similarity is not None and reads == [entry_id]
+    # An entry gone from Redis behind the index's back is noticed when its answer is read.
+    key = cache.entries_store.key_of(entry_id)
+    assert key is not None
+    await redis.delete(key)
+    assert (
+        await cache.lookup("ns", "chat", chat("Paris: cheap flights in May"), exact=False) is None
+    )
+    assert len(cache.index) == 0
+
+
+async def test_known_candidate_read_fails_open(make_cache: CacheFactory) -> None:
+    cache = await make_cache(similarity_threshold=0.5)
+    await cache.store("ns", "chat", chat("cheap flights to Paris in May"), answer("A"))
+    assert await cache.lookup("ns", "chat", chat("in May cheap flights to Paris")) is not None
+
+    async def down(nsh: str, kh: str) -> None:
+        raise ConnectionError("Redis went away")
+
+    cache.entries_store.get_response = down  # type: ignore[method-assign]
+    assert await cache.lookup("ns", "chat", chat("May cheap flights to Paris"), exact=False) is None
+    assert cache.failopen.outages == 1 and not cache.failopen.healthy
+    assert len(cache.index) == 1  # an outage is not a removal

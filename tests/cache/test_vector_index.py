@@ -86,3 +86,23 @@ def test_large_partition_switches_to_hnsw_without_losing_changes() -> None:
     assert all(
         n.entry_id != "gone" for n in index.search("big", -vectors[399], k=3, min_similarity=0.0)
     )
+
+
+def test_exact_search_is_the_top_k_above_the_threshold() -> None:
+    index = ScopedIndex(DIM, hnsw_min_entries=None)
+    vectors = _random_unit(300, 2)
+    expired = set(range(0, 300, 7))
+    for i, v in enumerate(vectors):
+        index.add(f"e{i}", "s", v, time.time() - 1 if i in expired else FAR)
+    queries = _random_unit(20, 3)
+    for q in (*queries, *(vectors[i] + 0.3 * queries[0] for i in range(10))):
+        q = q / np.linalg.norm(q)
+        sims = vectors @ q
+        live = [i for i in np.argsort(-sims) if i not in expired]
+        for k, threshold in ((1, 0.0), (4, 0.05), (4, 0.5), (50, -1.0), (400, 0.1)):
+            want = [f"e{i}" for i in live if sims[i] >= threshold][:k]
+            found = index.search("s", q, k=k, min_similarity=threshold)
+            assert [n.entry_id for n in found] == want
+            assert [n.similarity for n in found] == sorted(
+                (n.similarity for n in found), reverse=True
+            )

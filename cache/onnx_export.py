@@ -30,7 +30,8 @@ from cache.errors import ConfigError
 log = logging.getLogger("sluice.cache")
 
 # Bump when the exported files change shape or meaning: older exports are then ignored.
-EXPORT_FORMAT = 1
+# 2: the int8 variant quantises activations per token (cache/onnx_quantize.py).
+EXPORT_FORMAT = 2
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -214,15 +215,19 @@ def _check(model_file: Path, feed: dict[str, Any], reference: Any) -> None:
 
 
 def _quantize(exported: ExportedModel) -> None:
-    """int8 weights (dynamic quantisation, per output channel), written beside the fp32 graph."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """The int8 variant (cache/onnx_quantize.py), written beside the fp32 graph."""
+    from cache import onnx_quantize
 
     final = exported.model_file(int8=True)
     partial = final.with_name(f".{final.name}.{os.getpid()}")
     log.info("quantising the embedding model to int8 into %s", final)
     try:
-        quantize_dynamic(
-            exported.model_file(), partial, weight_type=QuantType.QInt8, per_channel=True
+        onnx_quantize.quantize_int8(
+            exported.model_file(),
+            partial,
+            exported.tokenizer_file,
+            exported.input_names,
+            ENCODING_FIELDS,
         )
         os.replace(partial, final)
     except OSError as exc:

@@ -1,0 +1,139 @@
+"""How far int8 moves the embeddings, and whether that changes what the cache serves.
+
+For every question of the development pairs and the extra pairs: cosine of each runtime's
+vector to torch's (mean, 1st percentile, worst), and whether a text's vector depends on its
+batch (worst cosine between a text embedded alone and in a batch of 32). Runtimes: `onnx`
+(fp32), `onnx-int8` (per-token activations, cache/onnx_quantize.py), and ONNX Runtime's
+dynamic quantisation (the previous int8, per-channel weights, one scale per call), one text per
+call as it had to run and in groups for comparison. Then precision and recall at the shipped
+default thresholds with each runtime's vectors (bench/semantic_eval.py's counting).
+
+    .venv/bin/python -m bench.int8_quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import semantic_eval as ev
+from cache.embedder import Matrix, SentenceTransformerEncoder
+from cache.onnx_encoder import OnnxEncoder
+from cache.semantic_defaults import DEFAULT_REWORDED_MIN_SIMILARITY, DEFAULT_SIMILARITY_THRESHOLD
+
+Encode = Callable[[Sequence[str]], Matrix]
+
+
+def dynamic_int8(folder: Path, threads: int = 1) -> OnnxEncoder:
+    """The previous int8 variant: quantize_dynamic, per-channel int8 weights, per-call scale."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    encoder = OnnxEncoder(threads=threads)
+    target = folder / "model_dynamic_int8.onnx"
+    if not target.is_file():
+        quantize_dynamic(
+            encoder.exported.model_file(), target, weight_type=QuantType.QInt8, per_channel=True
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    encoder._session = ort.InferenceSession(
+        str(target), options, providers=["CPUExecutionProvider"]
+    )
+    return encoder
+
+
+def one_per_call(encoder: OnnxEncoder) -> Encode:
+    return lambda texts: np.concatenate([encoder.encode([t]) for t in texts])
+
+
+def questions() -> tuple[list[ev.Pair], list[ev.Pair], list[str]]:
+    dev = ev.load_pairs(ev.DEFAULT_DATA)
+    extra = ev.load_pairs(ev.DEFAULT_HOLDOUT)
+    texts = sorted({q for p in [*dev, *extra] for q in (p.a, p.b)})
+    return dev, extra, texts
+
+
+def in_batches(encode: Encode, texts: list[str], size: int = 32) -> Matrix:
+    """Each text embedded among 31 others, as a busy cache would (random batch mates)."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(texts))
+    out = np.empty((len(texts), 384), dtype=np.float32)
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        out[rows] = encode([texts[i] for i in rows])
+    return out
+
+
+def measure(tmp: Path) -> list[str]:
+    dev, extra, texts = questions()
+    torch_rows = in_batches(SentenceTransformerEncoder().encode, texts)
+    dynamic = dynamic_int8(tmp)
+    runtimes: dict[str, Encode] = {
+        "onnx": OnnxEncoder().encode,
+        "onnx-int8 (per-token, in groups)": OnnxEncoder(int8=True).encode,
+        "dynamic int8, one text per call (before)": one_per_call(dynamic),
+        "dynamic int8, in groups": dynamic.encode,
+    }
+    lines = [
+        f"{len(texts)} questions (development and extra pairs); cosine to torch's vector:",
+        "",
+        "| runtime | mean | 1st percentile | worst | alone vs in a batch of 32, worst |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    vectors: dict[str, Matrix] = {}
+    for name, encode in runtimes.items():
+        rows = vectors[name] = in_batches(encode, texts)
+        solo = np.concatenate([encode([t]) for t in texts[:200]])
+        cos = np.sum(rows * torch_rows, axis=1)
+        stable = float(np.min(np.sum(solo * rows[:200], axis=1)))
+        lines.append(
+            f"| {name} | {cos.mean():.5f} | {np.percentile(cos, 1):.5f} | {cos.min():.5f} "
+            f"| {stable:.6f} |"
+        )
+    lines += [
+        "",
+        f"At the shipped defaults (threshold {DEFAULT_SIMILARITY_THRESHOLD:.2f}, rewordings "
+        f"from {DEFAULT_REWORDED_MIN_SIMILARITY:.2f}); precision / recall:",
+        "",
+        "| vectors | dev, threshold alone | dev, guard | dev, tiered guard | extra, tiered guard "
+        "| as a cache: served / wrong | pair cosine moved, mean / max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    reference = ev.cosines([*dev, *extra], vectors=dict(zip(texts, torch_rows, strict=True)))
+    for name, rows in {"torch": torch_rows, **vectors}.items():
+        row = dict(zip(texts, rows, strict=True))
+        moved = np.abs(ev.cosines([*dev, *extra], vectors=row) - reference)
+        cells = [*_at_defaults(dev, extra, row), f"{moved.mean():.4f} / {moved.max():.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _at_defaults(dev: list[ev.Pair], extra: list[ev.Pair], row: dict[str, Any]) -> list[str]:
+    t, bar = DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_REWORDED_MIN_SIMILARITY
+    d = ev.score(dev, ev.cosines(dev, vectors=row))
+    x = ev.score(extra, ev.cosines(extra, vectors=row))
+    cells = []
+    for s, mode in ((d, "alone"), (d, "guard"), (d, "tiered"), (x, "tiered")):
+        p, r, _, _, _ = ev.prf(s, ev.accepted(s, mode, t, bar))
+        cells.append(f"{p:.3f} / {r:.3f}")
+    pool = ev.retrieval([*dev, *extra], row, ev.Defaults(t, bar))
+    cells.append(f"{pool.served} / {pool.wrong}")
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print("\n".join(measure(Path(tmp))))
+
+
+if __name__ == "__main__":
+    main()

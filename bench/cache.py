@@ -11,6 +11,7 @@ every first-turn question of one chatbot shares a scope), plus real questions fr
     .venv/bin/python -m bench.cache --quick    # short check (1k/10k), prints only
     .venv/bin/python -m bench.cache --no-write # full run, prints only
     .venv/bin/python -m bench.cache --quick --embed-backend torch --embed-threads 2
+    .venv/bin/python -m bench.cache --quick --no-write --stand-in-encoder  # the cache's own CPU
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 import tracemalloc
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from cache.embedder import (
     DEFAULT_THREADS,
     ENCODER_BACKENDS,
     Encoder,
+    Matrix,
     MicroBatchEmbedder,
     load_encoder,
 )
@@ -129,15 +133,35 @@ async def bench_semantic(
     return {"p50": pct(samples, 50), "p99": pct(samples, 99), **kinds}
 
 
+class StandInEncoder:
+    """Serves each throughput question the vector of its question without the tag (the model
+    ran beforehand), so that the throughput loop measures the cache's own work."""
+
+    def __init__(self, encoder: Encoder, texts: list[str]) -> None:
+        self.dim = encoder.dim
+        self.vectors = dict(zip(texts, encoder.encode(texts), strict=True))
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        return np.stack([self.vectors[re.sub(r" \(tp \d+\)$", "", t)] for t in texts])
+
+
 async def bench_throughput(
-    cache: ResponseCache, texts: list[str], concurrency: int, duration_s: float
+    cache: ResponseCache,
+    texts: list[str],
+    concurrency: int,
+    duration_s: float,
+    stand_in: StandInEncoder | None = None,
 ) -> dict[str, float]:
     """`concurrency` clients doing semantic lookups of distinct questions back to back."""
     embedder = cache.embedder
     assert isinstance(embedder, MicroBatchEmbedder)
+    encoder = embedder.encoder
+    if stand_in is not None:
+        embedder.encoder = stand_in
     batches0, texts0 = embedder.batches, embedder.texts
     queries = unique_queries(texts, 200_000, "tp")
     done = 0
+    cpu = time.process_time()
     stop = time.perf_counter() + duration_s
 
     async def client(k: int) -> None:
@@ -151,11 +175,16 @@ async def bench_throughput(
     started = time.perf_counter()
     await asyncio.gather(*(client(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    embedder.encoder = encoder
     batches = embedder.batches - batches0
-    return {
+    out = {
         "lookups_per_s": done / elapsed,
         "mean_batch": (embedder.texts - texts0) / max(1, batches),
     }
+    if stand_in is not None:  # this process's CPU, model left out: the cache's own cost
+        out["cpu_us_per_lookup"] = cpu / max(1, done) * 1e6
+    return out
 
 
 def raw_search(
@@ -245,6 +274,7 @@ async def run(args: argparse.Namespace) -> str:
             scope = semantic_query(NAMESPACE, "chat", body("x"))
             assert scope is not None
             nsh = namespace_hash(NAMESPACE)
+            stand_in = StandInEncoder(encoder, texts) if args.stand_in_encoder else None
             fill = random_unit(max(args.sizes), encoder.dim, seed=7)
             probes = fill[:200] + random_unit(200, encoder.dim, seed=8) * 0.05
             probes /= np.linalg.norm(probes, axis=1, keepdims=True)
@@ -263,7 +293,7 @@ async def run(args: argparse.Namespace) -> str:
                         await asyncio.sleep(0.2)
                     graph_wait = time.perf_counter() - t
                 sem = await bench_semantic(cache, pairs, texts, args.semantic_n, f"s{size}")
-                tp = await bench_throughput(cache, texts, 32, args.duration)
+                tp = await bench_throughput(cache, texts, 32, args.duration, stand_in)
                 # Exact-vs-HNSW on the same vectors; below the switch-over build a graph here.
                 graph = None
                 if hnswlib_available() and size < DEFAULT_HNSW_MIN_ENTRIES:
@@ -378,6 +408,11 @@ def main() -> None:
         type=int,
         default=gateway["embed_threads"].default,
         help="embedding threads (default: the gateway's default for the runtime)",
+    )
+    parser.add_argument(
+        "--stand-in-encoder",
+        action="store_true",
+        help="throughput loop without the model (precomputed vectors): the cache's own CPU",
     )
     args = parser.parse_args()
     sys.argv = ["-m", "bench.cache", *sys.argv[1:]]  # the reproduce line: python -m bench.cache

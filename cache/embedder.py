@@ -89,8 +89,8 @@ ENCODER_BACKENDS: tuple[str, ...] = get_args(EncoderBackend)
 # Threads per runtime unless told otherwise (measurements in docs/cache.md). ONNX Runtime's
 # pool here never spin-waits, so a second thread costs nothing while idle and little (0 to
 # 10 %) while the cores are busy, and speeds batches up when a core is free. For onnx-int8
-# they are lanes (groups run in parallel): on busy cores 1 lane served as much, but only 2 let
-# both cores encode when they are free (docs/cache.md). torch's OpenMP pool made a query
+# they are lanes (groups run in parallel): 2 served 1.6 times as many lookups as 1 on free
+# cores, a little fewer on busy ones (docs/cache.md). torch's OpenMP pool made a query
 # several times slower as soon as the cores were shared.
 DEFAULT_THREADS: dict[str, int] = {"onnx": 2, "onnx-int8": 2, "torch": 1}
 
@@ -108,7 +108,7 @@ def load_encoder(
     the same vectors as torch, a single question faster than torch on this project's CPUs.
     "onnx-int8": the same with int8 matrix products (cache/onnx_quantize.py: activations
     quantised per token, so a vector does not depend on its batch mates), batches in groups on
-    `threads` parallel lanes; about 1.8 times less CPU per batch than "onnx", vectors within
+    `threads` parallel lanes; about half the CPU per batch of "onnx", vectors within
     a cosine of 0.99 of torch's (0.9995 on average; precision re-checked, see docs/cache.md).
     "torch": sentence-transformers on torch, as trained.
     `threads` is the runtime's thread count (for torch, the whole process's); None takes

@@ -41,6 +41,7 @@ from cache.embedder import (
     Matrix,
     MicroBatchEmbedder,
     load_encoder,
+    resolve_backend,
 )
 from cache.hnsw import HnswGraph, hnswlib_available
 from cache.keys import namespace_hash
@@ -246,6 +247,7 @@ def model_alone(encoder: Encoder, texts: list[str]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> str:
     pairs, texts = load_questions()
+    args.embed_backend = resolve_backend(args.embed_backend)
     if args.embed_threads is None:
         args.embed_threads = DEFAULT_THREADS[args.embed_backend]
     encoder = load_encoder(args.embed_backend, threads=args.embed_threads)

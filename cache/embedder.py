@@ -84,8 +84,12 @@ class SentenceTransformerEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-EncoderBackend = Literal["onnx", "onnx-int8", "torch"]
+EncoderBackend = Literal["auto", "onnx", "onnx-int8", "torch"]
 ENCODER_BACKENDS: tuple[str, ...] = get_args(EncoderBackend)
+# CPU features whose int8 dot products accumulate in 32 bits. Without them (plain AVX2 or
+# AVX-512BW) ONNX Runtime multiplies uint8 by int8 with VPMADDUBSW, whose 16-bit pair sums
+# can saturate, so vectors could move further than measured here: "auto" stays on fp32.
+EXACT_INT8_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
 # Threads per runtime unless told otherwise (measurements in docs/cache.md). ONNX Runtime's
 # pool here never spin-waits, so a second thread costs nothing while idle and little (0 to
 # 10 %) while the cores are busy, and speeds batches up when a core is free. For onnx-int8
@@ -95,8 +99,29 @@ ENCODER_BACKENDS: tuple[str, ...] = get_args(EncoderBackend)
 DEFAULT_THREADS: dict[str, int] = {"onnx": 2, "onnx-int8": 2, "torch": 1}
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty where it cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in {"flags", "Features"}:
+            return frozenset(value.split())
+    return frozenset()
+
+
+def resolve_backend(backend: str, flags: frozenset[str] | None = None) -> str:
+    """The runtime to load: "auto" is onnx-int8 where the CPU multiplies int8 exactly."""
+    if backend != "auto":
+        return backend
+    flags = cpu_flags() if flags is None else flags
+    return "onnx-int8" if flags & EXACT_INT8_CPU_FLAGS else "onnx"
+
+
 def load_encoder(
-    backend: str = "onnx",
+    backend: str = "auto",
     model_path: str | None = None,
     *,
     threads: int | None = None,
@@ -104,8 +129,10 @@ def load_encoder(
 ) -> Encoder:
     """The embedding model on the chosen runtime (see docs/cache.md for the measurements).
 
-    "onnx": exported once to ONNX (kept in `cache_dir`) and run by ONNX Runtime, the default:
-    the same vectors as torch, a single question faster than torch on this project's CPUs.
+    "auto" (the default): "onnx-int8" on a CPU with exact int8 dot products (VNNI, AMX, Arm
+    dot product), "onnx" elsewhere.
+    "onnx": exported once to ONNX (kept in `cache_dir`) and run by ONNX Runtime: the same
+    vectors as torch, a single question faster than torch on this project's CPUs.
     "onnx-int8": the same with int8 matrix products (cache/onnx_quantize.py: activations
     quantised per token, so a vector does not depend on its batch mates), batches in groups on
     `threads` parallel lanes; about half the CPU per batch of "onnx", vectors within
@@ -118,6 +145,7 @@ def load_encoder(
         raise ConfigError(
             f"unknown embedding backend {backend!r}; choose one of {', '.join(ENCODER_BACKENDS)}"
         )
+    backend = resolve_backend(backend)
     threads = threads if threads is not None else DEFAULT_THREADS[backend]
     if backend == "torch":
         import torch

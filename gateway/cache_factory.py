@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from cache.embedder import MicroBatchEmbedder, load_encoder
+from cache.embedder import MicroBatchEmbedder, load_encoder, resolve_backend
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
 from gateway.services import Cache
@@ -22,9 +22,10 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
     """Connects to Redis (or the embedded one), loads the embedder, opens the cache."""
     embedder = None
     if settings.semantic:
+        backend = resolve_backend(settings.embed_backend)
         log.info(
             "loading the embedding model for the semantic cache (%s, threads: %s)",
-            settings.embed_backend,
+            backend,
             settings.embed_threads or "default",
         )
         # Concurrent lookups are batched by the embedder; thread defaults per runtime are in
@@ -32,7 +33,7 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         # minute, off the event loop.
         encoder = await asyncio.to_thread(
             load_encoder,
-            settings.embed_backend,
+            backend,
             settings.embedding_model,
             threads=settings.embed_threads,
             cache_dir=settings.embed_cache_dir,

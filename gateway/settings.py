@@ -62,9 +62,10 @@ class GatewaySettings(BaseSettings):
         default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
     )
     embed_backend: EncoderBackend = Field(
-        default="onnx",
-        description="Embedding runtime: onnx (ONNX Runtime, exported once from the model "
-        "folder), onnx-int8 (int8 weights: faster batches, vectors move slightly) or torch.",
+        default="auto",
+        description="Embedding runtime: auto (onnx-int8 on CPUs with VNNI, AMX or Arm dot "
+        "product, else onnx), onnx (ONNX Runtime, fp32, exported once from the model folder), "
+        "onnx-int8 (int8 products: half the CPU, vectors within 0.99 of fp32) or torch.",
     )
     embed_cache_dir: Path | None = Field(
         default=None,

@@ -16,8 +16,10 @@ from cache import onnx_export, onnx_quantize
 from cache.embedder import (
     MicroBatchEmbedder,
     SentenceTransformerEncoder,
+    cpu_flags,
     default_model_path,
     load_encoder,
+    resolve_backend,
 )
 from cache.errors import ConfigError
 from cache.matching import allow_all, default_guard
@@ -305,3 +307,20 @@ def test_bad_model_path_and_unknown_backend_are_config_errors(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="unknown embedding backend 'tensorflow'"):
         load_encoder("tensorflow", default_model_path())
     assert list(tmp_path.iterdir()) == []  # nothing exported, nothing left behind
+
+
+def test_auto_backend_takes_int8_only_where_the_cpu_multiplies_it_exactly(tmp_path: Path) -> None:
+    avx2 = frozenset({"sse4_2", "avx2", "fma", "avx512f", "avx512bw"})
+    assert resolve_backend("auto", avx2) == "onnx"  # VPMADDUBSW can saturate: stay on fp32
+    assert resolve_backend("auto", avx2 | {"avx512_vnni"}) == "onnx-int8"
+    assert resolve_backend("auto", avx2 | {"avx_vnni"}) == "onnx-int8"
+    assert resolve_backend("auto", frozenset({"fp", "asimd", "asimddp"})) == "onnx-int8"
+    assert resolve_backend("auto", frozenset()) == "onnx"  # unknown CPU: the exact runtime
+    assert resolve_backend("torch", avx2 | {"avx512_vnni"}) == "torch"  # a choice is kept
+    x86 = tmp_path / "cpuinfo-x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\n")
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+    assert cpu_flags(str(x86)) == {"fpu", "avx2", "avx512_vnni"}
+    assert cpu_flags(str(arm)) == {"fp", "asimd", "asimddp"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()

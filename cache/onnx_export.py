@@ -31,7 +31,8 @@ log = logging.getLogger("sluice.cache")
 
 # Bump when the exported files change shape or meaning: older exports are then ignored.
 # 2: the int8 variant quantises activations per token (cache/onnx_quantize.py).
-EXPORT_FORMAT = 2
+# 3: ... with one blocked QuantizeLinear per layer input (opset 21), range widened to take in 0.
+EXPORT_FORMAT = 3
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"

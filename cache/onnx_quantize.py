@@ -32,6 +32,7 @@ SMOOTHING_ALPHA = 0.5
 # or integer kernels that saturate (ONNX Runtime warns of uint8 x int8 on CPUs without VNNI).
 MIN_SANE_COSINE = 0.98
 MIN_OPSET = 18  # ReduceMax/ReduceMin take their axes as an input from opset 18
+BLOCKED_QUANTIZE_OPSET = 21
 
 # Generic questions of many kinds, for the activations' channel ranges. Written for this
 # purpose, none taken from the evaluation pair files (tests check that).
@@ -129,6 +130,9 @@ def quantize_int8(
     groups = _matmuls_by_input(model)
     ranges = _channel_ranges(model, list(groups), feeds)
     _rewrite(model, groups, ranges)
+    for entry in model.opset_import:  # blocked QuantizeLinear (one scale per row) is opset 21
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, BLOCKED_QUANTIZE_OPSET)
     onnx.save(model, str(out_file))
     worst = _worst_cosine(fp32_file, out_file, feeds)
     log.info("int8 embedding model: cosine to fp32 >= %.4f on the calibration questions", worst)
@@ -188,7 +192,6 @@ def _rewrite(model: Any, groups: dict[str, list[Any]], ranges: dict[str, Any]) -
     eps = const("int8/eps", np.array(1e-12, np.float32))
     inv255 = const("int8/inv255", np.array(1 / 255, np.float32))
     zero = const("int8/zero", np.array(0.0, np.float32))
-    top = const("int8/255", np.array(255.0, np.float32))
     nodes: list[Any] = []
     quantized: dict[str, tuple[str, str, str]] = {}
     used_weights: set[str] = set()
@@ -208,20 +211,28 @@ def _rewrite(model: Any, groups: dict[str, list[Any]], ranges: dict[str, Any]) -
                 / np.maximum(w_top, 1e-5) ** (1 - SMOOTHING_ALPHA)
             ).astype(np.float32)
             inv_smooth = const(f"{p}/inv_smooth", (1 / smooth).astype(np.float32))
+            # The row's range is widened to take in 0, so the zero point fits in uint8 and
+            # one blocked QuantizeLinear (a block per row) does divide, round, shift and clip.
             nodes += [
                 helper.make_node("Mul", [activation, inv_smooth], [f"{p}/x"]),
                 helper.make_node("ReduceMax", [f"{p}/x", axes], [f"{p}/max"], keepdims=1),
                 helper.make_node("ReduceMin", [f"{p}/x", axes], [f"{p}/min"], keepdims=1),
-                helper.make_node("Sub", [f"{p}/max", f"{p}/min"], [f"{p}/range"]),
+                helper.make_node("Max", [f"{p}/max", zero], [f"{p}/max0"]),
+                helper.make_node("Min", [f"{p}/min", zero], [f"{p}/min0"]),
+                helper.make_node("Sub", [f"{p}/max0", f"{p}/min0"], [f"{p}/range"]),
                 helper.make_node("Max", [f"{p}/range", eps], [f"{p}/range+"]),
                 helper.make_node("Mul", [f"{p}/range+", inv255], [f"{p}/scale"]),
-                helper.make_node("Div", [f"{p}/min", f"{p}/scale"], [f"{p}/min_q"]),
+                helper.make_node("Div", [f"{p}/min0", f"{p}/scale"], [f"{p}/min_q"]),
                 helper.make_node("Round", [f"{p}/min_q"], [f"{p}/zero"]),  # minus the zero point
-                helper.make_node("Div", [f"{p}/x", f"{p}/scale"], [f"{p}/x_s"]),
-                helper.make_node("Round", [f"{p}/x_s"], [f"{p}/x_r"]),
-                helper.make_node("Sub", [f"{p}/x_r", f"{p}/zero"], [f"{p}/x_z"]),
-                helper.make_node("Clip", [f"{p}/x_z", zero, top], [f"{p}/x_c"]),
-                helper.make_node("Cast", [f"{p}/x_c"], [f"{p}/q"], to=TensorProto.UINT8),
+                helper.make_node("Neg", [f"{p}/zero"], [f"{p}/zp_f"]),
+                helper.make_node("Cast", [f"{p}/zp_f"], [f"{p}/zp"], to=TensorProto.UINT8),
+                helper.make_node(
+                    "QuantizeLinear",
+                    [f"{p}/x", f"{p}/scale", f"{p}/zp"],
+                    [f"{p}/q"],
+                    axis=-1,
+                    block_size=int(ranges[activation].shape[0]),
+                ),
             ]
             quantized[activation] = (f"{p}/q", f"{p}/scale", f"{p}/zero")
             for n, w in zip(groups[activation], layer_weights, strict=True):

@@ -23,7 +23,7 @@ from cache.embedder import (
 )
 from cache.errors import ConfigError
 from cache.matching import allow_all, default_guard
-from cache.onnx_encoder import OnnxEncoder
+from cache.onnx_encoder import RUN_OVERHEAD_TOKENS, OnnxEncoder, balanced_groups
 from cache.response_cache import ResponseCache
 from tests.cache.conftest import answer, chat
 from tests.cache.fakes import CountingEncoder, bag_of_words
@@ -324,3 +324,21 @@ def test_auto_backend_takes_int8_only_where_the_cpu_multiplies_it_exactly(tmp_pa
     assert cpu_flags(str(x86)) == {"fpu", "avx2", "avx512_vnni"}
     assert cpu_flags(str(arm)) == {"fp", "asimd", "asimddp"}
     assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_lane_groups_are_contiguous_in_length_order_and_even_in_cost() -> None:
+    lengths = [40, 5, 5, 40, 5, 5, 5, 5, 40, 5, 5, 5, 5, 5, 40, 5]  # 12 short, 4 long
+    groups = balanced_groups(lengths, 2)
+    assert sorted(i for g in groups for i in g) == list(range(16))  # every text, once
+    assert [len(g) for g in groups] == [12, 4]  # not 8 and 8: the long texts cost more
+    assert all(lengths[i] == 5 for i in groups[0]) and all(lengths[i] == 40 for i in groups[1])
+
+    def cost(group: list[int]) -> int:
+        return len(group) * max(lengths[i] for i in group) + RUN_OVERHEAD_TOKENS
+
+    # No cut into two contiguous groups has a smaller most expensive group.
+    order = sorted(range(16), key=lambda i: lengths[i])
+    best = min(max(cost(order[:k]), cost(order[k:])) for k in range(1, 16))
+    assert max(cost(g) for g in groups) == best
+    assert balanced_groups([7, 3], 4) == [[1], [0]]  # never more groups than texts
+    assert balanced_groups([], 2) == []

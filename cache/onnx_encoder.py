@@ -29,6 +29,13 @@ ROWS_PER_RUN = 8
 RUN_OVERHEAD_TOKENS = 8
 
 
+def equal_groups(lengths: Sequence[int], runs: int) -> list[list[int]]:
+    """Indices of a batch, sorted by length, cut into `runs` contiguous groups of equal size."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    size = math.ceil(len(order) / runs) if runs else 1
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
 def balanced_groups(lengths: Sequence[int], runs: int) -> list[list[int]]:
     """Indices of a batch, sorted by length, cut into at most `runs` contiguous groups whose
     costs (rows times the longest row, plus RUN_OVERHEAD_TOKENS) are as even as possible.
@@ -118,18 +125,14 @@ class OnnxEncoder:
         """Normalised embeddings, so a dot product is the cosine similarity."""
         encodings = self._tokenizer.encode_batch(list(texts))
         out = np.empty((len(encodings), self.dim), dtype=np.float32)
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        lengths = [len(e.ids) for e in encodings]
         # As many groups as ROWS_PER_RUN asks, and at least one per lane; on one lane of equal
         # sizes, on several of equal cost.
-        runs = min(len(order), self.lanes * math.ceil(len(order) / (ROWS_PER_RUN * self.lanes)))
-        if self.lanes > 1:
-            groups = balanced_groups([len(e.ids) for e in encodings], runs)
-        else:
-            size = math.ceil(len(order) / runs) if runs else 1
-            groups = [order[start : start + size] for start in range(0, len(order), size)]
+        runs = min(len(lengths), self.lanes * math.ceil(len(lengths) / (ROWS_PER_RUN * self.lanes)))
+        groups = (balanced_groups if self.lanes > 1 else equal_groups)(lengths, runs)
 
         def run(lane: int) -> None:
-            for rows in groups[lane :: self.lanes]:  # sorted by length: lanes get equal shares
+            for rows in groups[lane :: self.lanes]:
                 out[rows] = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
 
         if self._pool is None or len(groups) < 2:  # a lone text runs inline: no pool hop

@@ -130,9 +130,6 @@ def quantize_int8(
     groups = _matmuls_by_input(model)
     ranges = _channel_ranges(model, list(groups), feeds)
     _rewrite(model, groups, ranges)
-    for entry in model.opset_import:  # blocked QuantizeLinear (one scale per row) is opset 21
-        if entry.domain in ("", "ai.onnx"):
-            entry.version = max(entry.version, BLOCKED_QUANTIZE_OPSET)
     onnx.save(model, str(out_file))
     worst = _worst_cosine(fp32_file, out_file, feeds)
     log.info("int8 embedding model: cosine to fp32 >= %.4f on the calibration questions", worst)
@@ -262,6 +259,9 @@ def _rewrite(model: Any, groups: dict[str, list[Any]], ranges: dict[str, Any]) -
         ]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    for entry in model.opset_import:  # blocked QuantizeLinear (one scale per row) is opset 21
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, BLOCKED_QUANTIZE_OPSET)
     kept = [t for t in model.graph.initializer if t.name not in used_weights]
     del model.graph.initializer[:]
     model.graph.initializer.extend([*kept, *added])

@@ -26,22 +26,14 @@ from bench.cache import (
     body,
     load_questions,
 )
+from bench.embedders import int8_one_session
 from cache.embedder import Encoder, MicroBatchEmbedder, load_encoder
-from cache.onnx_encoder import OnnxEncoder
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
 
 
 def runtimes() -> dict[str, Encoder]:
-    import onnxruntime as ort
-
-    intra = OnnxEncoder(threads=1, int8=True)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    intra._session = ort.InferenceSession(
-        str(intra.exported.model_file(int8=True)), options, providers=["CPUExecutionProvider"]
-    )
+    intra = int8_one_session(threads=2)
     return {
         "onnx, 2 threads": load_encoder("onnx", threads=2),
         "onnx-int8, 2 lanes": load_encoder("onnx-int8", threads=2),

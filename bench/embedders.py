@@ -31,9 +31,22 @@ from cache.onnx_encoder import OnnxEncoder
 Encode = Callable[[Sequence[str]], Matrix]
 
 
+def int8_one_session(threads: int) -> OnnxEncoder:
+    """onnx-int8 as one session of `threads` intra-op threads instead of lanes, to compare."""
+    import onnxruntime as ort
+
+    encoder = OnnxEncoder(threads=1, int8=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    encoder._session = ort.InferenceSession(
+        str(encoder.exported.model_file(int8=True)), options, providers=["CPUExecutionProvider"]
+    )
+    return encoder
+
+
 def candidates(tmp: Path) -> dict[str, Encode]:
     """The runtimes and thread counts to compare (torch's threads are set per call)."""
-    import onnxruntime as ort
     import torch
 
     st = SentenceTransformerEncoder()
@@ -45,13 +58,7 @@ def candidates(tmp: Path) -> dict[str, Encode]:
 
         return encode
 
-    intra = OnnxEncoder(threads=1, int8=True)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    intra._session = ort.InferenceSession(
-        str(intra.exported.model_file(int8=True)), options, providers=["CPUExecutionProvider"]
-    )
+    intra = int8_one_session(threads=2)
     return {
         "torch, 1": on_torch(1),
         "torch, 2": on_torch(2),

@@ -2,15 +2,17 @@
 
 One private record per request holds its output channel (an asyncio queue). A window batch
 opens with the oldest queued request and closes when `max_wait_ms` has passed since that
-request arrived or `max_batch_size` requests are in it; requests arriving while a batch runs
-wait for the next. In continuous mode queued requests join the running batch as soon as
-fewer than `max_batch_size` rows are live.
+request arrived or `max_batch_size` requests are in it. In continuous mode queued requests
+join the running batch as soon as fewer than `max_batch_size` rows are live.
 
 Engines come in two kinds. A thread engine (`Engine`, the torch engine) runs a whole batch or
 continuous run in one worker thread and hands its outputs to the loop through
-`loop.call_soon_threadsafe`. An async engine (`AsyncEngine`, vLLM) schedules rows itself:
+`loop.call_soon_threadsafe`; in window mode requests arriving while a batch runs wait for
+the next (static batching). An async engine (`AsyncEngine`, vLLM) schedules rows itself:
 each row is a task on this event loop whose outputs go straight to its channel, and
-cancelling the task stops the row in the engine.
+cancelling the task stops the row in the engine. Its scheduler merges a new batch into the
+running one step by step, so a closed window batch starts as soon as rows are free for it
+(at most `max_batch_size` live) rather than after the previous batch has ended.
 
 Every accepted request gets exactly one answer: its final output or one error (the
 engine's failure on the batch, or on this request's row alone).
@@ -227,10 +229,10 @@ class Batcher:
         if self._async_engine is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-engine")
         self._status = _Status.OPEN
-        if self._batching == "window":
+        if self._async_engine is not None:
+            loop_fn = self._async_rows_loop
+        elif self._batching == "window":
             loop_fn = self._window_loop
-        elif self._async_engine is not None:
-            loop_fn = self._continuous_tasks_loop
         else:
             loop_fn = self._continuous_loop
         # The batcher holds the only strong reference to its loop task until exit.
@@ -301,9 +303,7 @@ class Batcher:
             batch = await self._next_batch()
             if batch is None:
                 return
-            if batch and self._async_engine is not None:
-                await self._run_row_tasks(batch)
-            elif batch:
+            if batch:
                 await self._run_batch(batch)
 
     async def _next_batch(self) -> list[_Pending] | None:
@@ -361,31 +361,7 @@ class Batcher:
             self._running.pop(pending.row.request_id, None)
         self._metrics.running_rows.set(len(self._running))
 
-    async def _run_row_tasks(self, batch: list[_Pending]) -> None:
-        """Starts every row of a closed batch at once on an async engine; waits for them all."""
-        started = time.perf_counter()
-        tasks = [self._start_row(pending) for pending in batch]
-        try:
-            await asyncio.wait(tasks)
-        finally:
-            self._metrics.batch_run_seconds.observe(time.perf_counter() - started)
-
     # -- continuous mode ---------------------------------------------------------------
-
-    async def _continuous_tasks_loop(self) -> None:
-        """Starts each queued request on the async engine as soon as a row is free.
-
-        Wakes on arrivals and when a row task ends; the engine adds each new row to its
-        running batch at its next step.
-        """
-        while True:
-            free = self._max_batch_size - len(self._row_tasks)
-            if free > 0 and self._queue:
-                for pending in self._take(free):
-                    self._start_row(pending)
-            if self._status is not _Status.OPEN and not self._queue and not self._row_tasks:
-                return
-            await self._wait_arrival(None)
 
     async def _continuous_loop(self) -> None:
         """Hands a thread engine one long run that admits queued requests between steps."""
@@ -435,6 +411,42 @@ class Batcher:
         return [p.row for p in self._take(free)]
 
     # -- rows of an async engine ---------------------------------------------------------
+
+    async def _async_rows_loop(self) -> None:
+        """Starts queued requests on the async engine while fewer than max_batch_size are live.
+
+        Continuous mode starts each at once; window mode starts a group together once its
+        oldest request has waited `max_wait_ms` or the queue fills the free rows. Wakes on
+        arrivals and when a row task ends, with no polling.
+        """
+        while True:
+            free = self._max_batch_size - len(self._row_tasks)
+            wait: float | None = None
+            if free > 0 and self._queue:
+                wait = self._window_left(free)
+                if wait <= 0:
+                    self._start_rows(self._take(free))
+                    continue
+            if self._status is not _Status.OPEN and not self._queue and not self._row_tasks:
+                return
+            await self._wait_arrival(wait)
+
+    def _window_left(self, free: int) -> float:
+        """Seconds until the queued requests start on an async engine (<= 0: now)."""
+        assert self._loop is not None
+        if self._batching == "continuous" or self._status is not _Status.OPEN:
+            return 0
+        if len(self._queue) >= free:
+            return 0
+        return self._queue[0].arrived + self._max_wait_s - self._loop.time()
+
+    def _start_rows(self, batch: list[_Pending]) -> None:
+        """Starts a batch's rows together; its run time is recorded once all have ended."""
+        started = time.perf_counter()
+        ended = asyncio.gather(*(self._start_row(p) for p in batch), return_exceptions=True)
+        ended.add_done_callback(
+            lambda _: self._metrics.batch_run_seconds.observe(time.perf_counter() - started)
+        )
 
     def _start_row(self, pending: _Pending) -> asyncio.Task[None]:
         """Runs one taken request as a task on this loop."""

@@ -297,26 +297,48 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached in 5 s")
 
 
-async def test_async_window_starts_a_batch_together_and_the_next_after_it() -> None:
-    engine = FakeAsyncEngine()
+async def test_async_window_starts_a_batch_together_and_the_next_as_rows_free_up() -> None:
+    engine = FakeAsyncEngine(step_delay_s=0.005)
     engine.gate.clear()
     metrics = BackendMetrics()
+    short, long = SamplingParams(max_tokens=1), SamplingParams(max_tokens=60)
     async with Batcher(engine, max_batch_size=3, max_wait_ms=0, metrics=metrics) as batcher:
-        gens = [submit(batcher, f"r{i}") for i in range(5)]
+        gens = [submit(batcher, "r0", short)]
+        gens += [submit(batcher, f"r{i}", long) for i in range(1, 5)]
         await until(lambda: len(engine.started()) == 3)
         await asyncio.sleep(0.05)  # time enough for a wrongly early next batch to start
         assert engine.started() == ["r0", "r1", "r2"]
         assert batcher.queue_depth == 2
         engine.gate.set()
+        # r0's row frees first: r3 starts in it while r1 and r2 are still generating.
+        await until(lambda: "r3" in engine.started())
+        assert engine.live >= {"r1", "r2"}
+        assert "r4" not in engine.started()
         results = await asyncio.gather(*(g.collect() for g in gens))
-    first, second = engine.events[:6], engine.events[6:]
-    assert sorted(first) == [(e, f"r{i}") for e in ("end", "start") for i in range(3)]
-    assert sorted(second) == [(e, f"r{i}") for e in ("end", "start") for i in (3, 4)]
+    assert engine.started() == ["r0", "r1", "r2", "r3", "r4"]
     assert engine.max_live == 3
-    assert [r.text for r in results] == ["def"] * 5
-    assert metric_value(metrics, "sluice_backend_batch_size_count") == 2
+    assert [r.completion_tokens for r in results] == [1, 60, 60, 60, 60]
+    assert metric_value(metrics, "sluice_backend_batch_size_count") == 3
     assert metric_value(metrics, "sluice_backend_batch_size_sum") == 5
+    assert metric_value(metrics, "sluice_backend_batch_run_seconds_count") == 3
     assert metric_value(metrics, 'sluice_backend_requests_total{outcome="ok"}') == 5
+
+
+async def test_async_window_holds_a_lone_request_for_the_window() -> None:
+    engine = FakeAsyncEngine()
+    async with Batcher(engine, max_batch_size=3, max_wait_ms=300) as batcher:
+        first = submit(batcher, "r0")
+        await asyncio.sleep(0.1)
+        assert engine.started() == []  # the window is still open
+        second, third = submit(batcher, "r1"), submit(batcher, "r2")
+        # Three queued fill the free rows: the batch closes before its window ends.
+        await until(lambda: len(engine.started()) == 3)
+        started = time.monotonic()
+        late = submit(batcher, "r3")
+        await late.collect()
+        assert time.monotonic() - started >= 0.25  # a new window, even with rows free
+        await asyncio.gather(first.collect(), second.collect(), third.collect())
+    assert engine.started() == ["r0", "r1", "r2", "r3"]
 
 
 async def test_async_continuous_starts_a_late_row_while_another_runs() -> None:

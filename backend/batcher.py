@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, cast
 
+from backend.admission import ArrivalRate, hold_back
 from backend.engines.base import (
     AnyEngine,
     AsyncEngine,
@@ -203,6 +205,7 @@ class Batcher:
         self._batching = batching
         self._metrics = metrics if metrics is not None else BackendMetrics()
         self._queue: deque[_Pending] = deque()
+        self._arrivals = ArrivalRate()
         self._running: dict[str, _Pending] = {}
         self._status = _Status.UNOPENED
         self._arrival: asyncio.Event | None = None
@@ -292,6 +295,7 @@ class Batcher:
         row.cancelled = pending.is_cancelled
         pending.timer = self._loop.call_at(pending.arrived + self._timeout_s, self._expire, pending)
         self._queue.append(pending)
+        self._arrivals.record(pending.arrived)
         self._metrics.queue_depth.set(len(self._queue))
         self._wake()
         return Generation(pending, self)
@@ -369,13 +373,16 @@ class Batcher:
         engine = cast(ContinuousEngine, self._thread_engine)
         loop = self._loop
 
-        def admit(free: int, idle: bool) -> Sequence[Row]:
+        def admit(free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
             # Engines ask between steps, often with nothing queued: answering that from this
             # thread (a deque's length is safe to read under the GIL) spares a round trip
             # through the event loop, which contended for the GIL with the engine and HTTP.
             if free < 1 or (not idle and not self._queue):
                 return []
-            future = asyncio.run_coroutine_threadsafe(self._admit(free, idle), loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._admit(free, idle, max_rows=self._max_batch_size, pass_cost_s=pass_cost_s),
+                loop,
+            )
             while True:
                 try:
                     return future.result(timeout=0.5)
@@ -404,10 +411,27 @@ class Batcher:
             if self._status is not _Status.OPEN and not self._queue:
                 return
 
-    async def _admit(self, free: int, idle: bool) -> list[Row]:
-        """Rows for the engine's free slots; when idle, waits for one (none once draining)."""
+    async def _admit(
+        self, free: int, idle: bool, *, max_rows: int, pass_cost_s: float
+    ) -> list[Row]:
+        """Rows for the engine's free slots; when idle, waits for one (none once draining).
+
+        While rows run, newcomers may be held back a step so that more share their prefill
+        pass (backend/admission.py).
+        """
+        assert self._loop is not None
         while idle and not self._queue and self._status is _Status.OPEN:
             await self._wait_arrival(None)
+        now = self._loop.time()
+        waits = [now - p.arrived for p in itertools.islice(self._queue, free)]
+        if self._status is _Status.OPEN and hold_back(
+            waits,
+            free=free,
+            live=max_rows - free,
+            pass_cost_s=pass_cost_s,
+            arrival_rate=self._arrivals.per_second(now),
+        ):
+            return []
         return [p.row for p in self._take(free)]
 
     # -- rows of an async engine ---------------------------------------------------------

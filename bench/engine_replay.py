@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.admission import ArrivalRate, hold_back
 from backend.engines.base import Row, RowOutput, SamplingParams
 from backend.engines.torch_engine import TorchEngine
 from bench.batching import OUTPUT_TOKENS, poisson_arrivals, prompt_ids
@@ -95,10 +96,24 @@ def replay(
         return taken
 
     if mode == "continuous":
+        rate = ArrivalRate()
+        seen = 0
 
-        def admit(free: int, idle: bool) -> list[Row]:
+        def admit(free: int, idle: bool, pass_cost_s: float = 0.0) -> list[Row]:
+            # The batcher's rule (backend/admission.py), on the virtual clock.
+            nonlocal seen
             if idle and waiting:
                 clock.wait_until(arrivals[waiting[0]])
+            now = clock.tick()
+            while seen < len(arrivals) and arrivals[seen] <= now:
+                rate.record(arrivals[seen])
+                seen += 1
+            waits = [now - arrivals[i] for i in waiting[:free] if arrivals[i] <= now]
+            if hold_back(
+                waits, free=free, live=max_rows - free, pass_cost_s=pass_cost_s,
+                arrival_rate=rate.per_second(now),
+            ):  # fmt: skip
+                return []
             return arrived(free)
 
         engine.run_continuous(admit, emit, max_rows=max_rows)

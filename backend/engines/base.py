@@ -97,12 +97,14 @@ class Engine(ServedModel, Protocol):
 class Admit(Protocol):
     """Hands an engine new rows between decoding steps (continuous batching)."""
 
-    def __call__(self, free: int, idle: bool) -> Sequence[Row]:
+    def __call__(self, free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
         """Returns at most `free` queued rows.
 
-        With `idle` False rows are still generating: return at once (possibly nothing).
-        With `idle` True nothing is generating: may block until a row arrives; returning
-        nothing then ends the engine's run.
+        With `idle` False rows are still generating: return at once (possibly nothing, also
+        to let more newcomers gather for one shared prefill pass). With `idle` True nothing
+        is generating: may block until a row arrives; returning nothing then ends the
+        engine's run. `pass_cost_s` is the engine's estimate of one forward pass's fixed
+        cost (0: unknown), which admitting newcomers adds to every running row's wait.
         """
         ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from backend.demo_model import PRESETS, ensure_demo_model
 from backend.engines import kv_cache
 from backend.engines.base import Admit, Emit, Row, RowOutput
+from backend.engines.pass_cost import PassCost
 from backend.engines.prompts import PromptEncoder
 from backend.engines.row_state import RowState
 from backend.engines.sampling import sample
@@ -64,6 +66,8 @@ class TorchEngine:
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         # Computing logits for the last prompt position only saves a vocab-wide matmul per token.
         self._last_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # What an extra prefill pass costs the running rows: continuous admission weighs it.
+        self._pass_cost = PassCost()
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else min(self._eos_ids, default=0))
 
@@ -123,7 +127,7 @@ class TorchEngine:
             return
         pending = [list(rows)]
 
-        def admit_once(free: int, idle: bool) -> Sequence[Row]:
+        def admit_once(free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
             return pending.pop() if pending else []
 
         self.run_continuous(admit_once, emit, max_rows=len(rows))
@@ -138,18 +142,19 @@ class TorchEngine:
                 batch = self._drop_cancelled(batch, emit)
                 live = len(batch.states) if batch else 0
                 if live < max_rows:
-                    newcomers = list(admit(max_rows - live, live == 0))
-                    if len(newcomers) > max_rows - live:
-                        raise ValueError(
-                            f"admit returned {len(newcomers)} rows for {max_rows - live} slots"
-                        )
+                    free = max_rows - live
+                    newcomers = list(admit(free, live == 0, pass_cost_s=self._pass_cost.fixed_s))
+                    if len(newcomers) > free:
+                        raise ValueError(f"admit returned {len(newcomers)} rows for {free} slots")
                     if not newcomers and live == 0:
                         return
                     states = self._admit_states(newcomers, emit)
                     if states:
                         batch = self._merge(batch, self._prefill(states, emit))
                 if batch is not None:
+                    started, rows = time.perf_counter(), len(batch.states)
                     batch = self._decode_step(batch, emit)
+                    self._pass_cost.observe(rows, time.perf_counter() - started)
 
     def check_row(self, row: Row) -> None:
         """Raises ValueError if the row cannot run (the HTTP layer is expected to check first)."""

@@ -112,11 +112,12 @@ class FakeEngine(FakeModel):
         self.batch_started = threading.Event()
         self.fail_next: Exception | None = None
         self.batches: list[list[str]] = []
+        self.pass_cost_s = 0.0  # what it tells admit a pass costs (0: unknown)
 
     def run_batch(self, rows: Sequence[Row], emit: Emit) -> None:
         pending = [list(rows)]
 
-        def admit_once(free: int, idle: bool) -> Sequence[Row]:
+        def admit_once(free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
             return pending.pop() if pending else []
 
         self.run_continuous(admit_once, emit, max_rows=max(1, len(rows)))
@@ -126,7 +127,8 @@ class FakeEngine(FakeModel):
         live: dict[str, tuple[Row, int, str]] = {}  # request id -> (row, steps done, text)
         while True:
             if len(live) < max_rows:
-                newcomers = list(admit(max_rows - len(live), not live))
+                free = max_rows - len(live)
+                newcomers = list(admit(free, not live, pass_cost_s=self.pass_cost_s))
                 if not newcomers and not live:
                     return
                 if newcomers:

@@ -242,6 +242,39 @@ async def test_continuous_admits_a_newcomer_while_a_row_is_generating() -> None:
     assert engine.batches == [["long"], ["short"]]
 
 
+async def test_continuous_gathers_a_quick_stream_of_newcomers_into_one_prefill() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    # A pass so dear that sharing it is worth a wait: each arrival is held back until the
+    # summed wait reaches what an early pass would cost the running row (1 row x 1.5 s).
+    engine.pass_cost_s = 1.5
+    async with Batcher(engine, max_batch_size=8, batching="continuous") as batcher:
+        long = submit(batcher, "long", SamplingParams(max_tokens=10_000))
+        await anext(long)
+        gens = []
+        for i in range(3):
+            gens.append(submit(batcher, f"r{i}", SamplingParams(max_tokens=2)))
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.gather(*(g.collect() for g in gens))
+        held = time.monotonic() - started
+        long.cancel()
+    assert engine.batches == [["long"], ["r0", "r1", "r2"]]
+    assert held < 1.5, "no one waits past what admitting at once would have cost"
+
+
+async def test_continuous_admits_a_lone_newcomer_at_once_under_light_load() -> None:
+    engine = FakeEngine(step_delay_s=0.005)
+    engine.pass_cost_s = 0.01  # few arrivals per pass: holding back would gain nothing
+    async with Batcher(engine, max_batch_size=8, batching="continuous") as batcher:
+        long = submit(batcher, "long", SamplingParams(max_tokens=10_000))
+        await anext(long)
+        started = time.monotonic()
+        await submit(batcher, "short", SamplingParams(max_tokens=2)).collect()
+        assert time.monotonic() - started < 0.2
+        long.cancel()
+    assert engine.batches == [["long"], ["short"]]
+
+
 async def test_continuous_never_holds_more_than_max_batch_size_rows() -> None:
     engine = FakeEngine(step_delay_s=0.005)
     async with Batcher(engine, max_batch_size=2, batching="continuous") as batcher:

@@ -212,7 +212,7 @@ def test_a_row_refused_mid_run_leaves_the_running_rows_alone(demo_engine: TorchE
     arrivals = [[first], [bad]]
     outputs: dict[str, list[RowOutput]] = defaultdict(list)
 
-    def admit(free: int, idle: bool) -> Sequence[Row]:
+    def admit(free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
         return arrivals.pop(0) if arrivals else []
 
     demo_engine.run_continuous(admit, lambda o: outputs[o.request_id].append(o), max_rows=2)
@@ -249,12 +249,14 @@ class ScriptedAdmit:
         self.script = script
         self.waiting: list[Row] = []
         self.calls: list[tuple[int, bool]] = []
+        self.pass_costs: list[float] = []
 
-    def __call__(self, free: int, idle: bool) -> Sequence[Row]:
+    def __call__(self, free: int, idle: bool, pass_cost_s: float = 0.0) -> Sequence[Row]:
         self.waiting += self.script.pop(len(self.calls), [])
         self.calls.append((free, idle))
+        self.pass_costs.append(pass_cost_s)
         if idle and not self.waiting and self.script:
-            return self(free, idle)  # nothing runs: move on to the next scripted arrival
+            return self(free, idle, pass_cost_s)  # nothing runs: on to the next arrival
         given, self.waiting = self.waiting[:free], self.waiting[free:]
         return given
 
@@ -291,6 +293,8 @@ def test_continuous_batching_matches_running_alone(demo_engine: TorchEngine) -> 
     assert peak <= 3
     assert all(0 < free <= 3 for free, _ in admit.calls)
     assert admit.calls[-1] == (3, True), "the run ends when idle and nothing is admitted"
+    # The engine tells admit the fitted fixed cost of a pass (it kept learning from earlier runs).
+    assert all(0 < cost < 1 for cost in admit.pass_costs[1:])
 
 
 def test_a_row_admitted_mid_run_starts_before_the_running_rows_finish(
@@ -318,7 +322,7 @@ def test_a_row_admitted_mid_run_starts_before_the_running_rows_finish(
 def test_admit_may_not_hand_out_more_rows_than_are_free(demo_engine: TorchEngine) -> None:
     rows = [row(demo_engine, str(i), PROMPTS[i], max_tokens=3, temperature=0) for i in range(3)]
     with pytest.raises(ValueError, match="slots"):
-        demo_engine.run_continuous(lambda free, idle: rows, lambda o: None, max_rows=2)
+        demo_engine.run_continuous(lambda free, idle, **_: rows, lambda o: None, max_rows=2)
 
 
 def test_finished_rows_leave_the_batch_and_its_padding(

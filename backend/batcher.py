@@ -379,10 +379,7 @@ class Batcher:
             # through the event loop, which contended for the GIL with the engine and HTTP.
             if free < 1 or (not idle and not self._queue):
                 return []
-            future = asyncio.run_coroutine_threadsafe(
-                self._admit(free, idle, max_rows=self._max_batch_size, pass_cost_s=pass_cost_s),
-                loop,
-            )
+            future = asyncio.run_coroutine_threadsafe(self._admit(free, idle, pass_cost_s), loop)
             while True:
                 try:
                     return future.result(timeout=0.5)
@@ -411,9 +408,7 @@ class Batcher:
             if self._status is not _Status.OPEN and not self._queue:
                 return
 
-    async def _admit(
-        self, free: int, idle: bool, *, max_rows: int, pass_cost_s: float
-    ) -> list[Row]:
+    async def _admit(self, free: int, idle: bool, pass_cost_s: float) -> list[Row]:
         """Rows for the engine's free slots; when idle, waits for one (none once draining).
 
         While rows run, newcomers may be held back a step so that more share their prefill
@@ -427,7 +422,7 @@ class Batcher:
         if self._status is _Status.OPEN and hold_back(
             waits,
             free=free,
-            live=max_rows - free,
+            live=self._max_batch_size - free,
             pass_cost_s=pass_cost_s,
             arrival_rate=self._arrivals.per_second(now),
         ):

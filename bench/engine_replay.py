@@ -5,11 +5,12 @@ moves with whatever else runs. This replay drives the engine directly with the s
 Poisson arrivals and prompts as bench/batching.py, and its clock advances only by the engine
 thread's CPU time (one torch thread) plus the idle gaps between arrivals, which cost nothing
 to wait out. Each rate runs window mode (the batcher's rule: a batch closes `--window-ms`
-after its oldest request arrived, or at `--max-rows`) and continuous mode on the same
-arrivals, so every request's latency can be compared pairwise. HTTP, the event loop and
-thread wake-ups are left out: this isolates the engine's scheduling and compute. CPU time is
-steadier than wall time on a busy machine, but it still moves with other load (shared caches
-and memory bandwidth): `--repeats` runs several pairs one after the other and shows the spread.
+after its oldest request arrived, or at `--max-rows`) and continuous mode (the batcher's
+admission rule, backend/admission.py, on the virtual clock) on the same arrivals, so every
+request's latency can be compared pairwise. HTTP, the event loop and thread wake-ups are
+left out: this isolates the engine's scheduling and compute. CPU time is steadier than wall
+time on a busy machine, but it still moves with other load (shared caches and memory
+bandwidth): `--repeats` runs several pairs one after the other and shows the spread.
 
     python -m bench.engine_replay                          # 1, 4, 16 req/s, 150 requests each
     python -m bench.engine_replay --rates 1 --requests 400 --window-ms 50

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 T = TypeVar("T")
 
@@ -26,8 +27,11 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 class FailOpen:
     """Guards every Redis call with a timeout; logs one warning per outage and recovers alone.
 
-    While Redis is known to be down, calls are skipped (the default is returned at once)
-    except for one probe per `probe_interval_s`, so a dead Redis costs requests nothing.
+    A refused or broken connection is an outage at once. A timeout is only that call's miss
+    (a fork for a snapshot, a slow command) until Redis has answered nothing for
+    `outage_after_s`: then it is an outage too. While Redis is known to be down, calls are
+    skipped (the default is returned at once) except for one probe per `probe_interval_s`,
+    so a dead Redis costs requests nothing.
     """
 
     def __init__(
@@ -35,18 +39,23 @@ class FailOpen:
         *,
         timeout_s: float = 0.05,
         probe_interval_s: float = 0.5,
+        outage_after_s: float | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.probe_interval_s = probe_interval_s
+        # Three timeouts' worth of silence by default: one slow answer is not an outage.
+        self.outage_after_s = 3 * timeout_s if outage_after_s is None else outage_after_s
         self.logger = logger or logging.getLogger("sluice.cache")
         self._down_since: float | None = None
+        self._silent_since: float | None = None
         self._next_probe = 0.0
         self.outages = 0
+        self.timeouts = 0
 
     @property
     def healthy(self) -> bool:
-        """False from the first failed operation until one succeeds again."""
+        """False from the start of an outage until an operation succeeds again."""
         return self._down_since is None
 
     async def run(
@@ -58,16 +67,20 @@ class FailOpen:
         timeout_s: float | None = None,
     ) -> T:
         """`await op()` under the timeout; on an outage error returns `default`."""
-        now = time.monotonic()
-        if self._down_since is not None and now < self._next_probe:
+        started = time.monotonic()
+        if self._down_since is not None and started < self._next_probe:
             return default
         try:
             # asyncio.timeout runs op in this task; wait_for (3.11) wraps it in a new one.
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 result = await op()
+        except (TimeoutError, RedisTimeout) as exc:
+            self._timed_out(what, exc, started)
+            return default
         except OUTAGE_ERRORS as exc:
             self._failed(what, exc)
             return default
+        self._silent_since = None
         if self._down_since is not None:
             self.logger.warning(
                 "cache: Redis is back after %.1f s; caching resumed",
@@ -75,6 +88,17 @@ class FailOpen:
             )
             self._down_since = None
         return result
+
+    def _timed_out(self, what: str, exc: BaseException, started: float) -> None:
+        """A miss for this call; an outage once Redis has been silent for outage_after_s."""
+        self.timeouts += 1
+        if self._silent_since is None or started < self._silent_since:
+            self._silent_since = started
+        silent = time.monotonic() - self._silent_since
+        if self._down_since is not None or silent >= self.outage_after_s:
+            self._failed(what, exc)
+        else:
+            self.logger.debug("cache: %s timed out after %.3f s; a miss", what, silent)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """Logs the first failure of an outage; later ones only push the next probe back."""

@@ -125,7 +125,10 @@ class ReplicaSync:
 
         result = await self.failopen.run(read, None, what="sync poll")
         if result is None:
-            self._stale = True
+            # A slow poll loses nothing: the next one reads on from the same id. After an
+            # outage Redis may have lost the stream (a restart), so the index is rebuilt.
+            if not self.failopen.healthy:
+                self._stale = True
             return False
         if self._stale:
             return await self.rebuild()

@@ -88,8 +88,9 @@ class GatewaySettings(BaseSettings):
     )
     redis_timeout_s: float = Field(
         default=0.25,
-        description="Time limit of one Redis operation on the request path; past it the cache "
-        "counts as down for a moment and requests go upstream.",
+        description="Time limit of one Redis operation on the request path; past it that "
+        "request misses (goes upstream), and once Redis has answered nothing for three times "
+        "this long the cache counts as down for a moment.",
     )
     redis_max_connections: int = Field(
         default=1024, description="Connections to Redis this process may hold at once."

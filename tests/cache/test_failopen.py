@@ -139,3 +139,55 @@ async def test_slow_redis_is_a_miss_within_the_timeout(server: RedisServer) -> N
         assert hit is not None
     await client.aclose()
     await other.aclose()
+
+
+async def test_one_slow_answer_is_a_miss_not_an_outage(server: RedisServer) -> None:
+    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    body = chat("a question asked during a snapshot fork")
+    # An outage would skip Redis for the whole probe interval: the hit below would be missing.
+    async with ResponseCache(
+        client, embedder=None, op_timeout_s=0.05, probe_interval_s=30
+    ) as cache:
+        await cache.store("ns", "chat", body, answer("x"))
+        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "0.1"))
+        await asyncio.sleep(0.02)
+        assert await cache.lookup("ns", "chat", body) is None  # timed out: this one misses
+        await sleeper
+        assert await cache.lookup("ns", "chat", body) is not None
+        assert cache.failopen.outages == 0
+        assert cache.failopen.timeouts == 1
+    await client.aclose()
+    await other.aclose()
+
+
+async def test_redis_silent_for_three_timeouts_is_an_outage(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    body = chat("a question asked while Redis hangs")
+    async with ResponseCache(
+        client, embedder=None, op_timeout_s=0.05, probe_interval_s=0.2
+    ) as cache:
+        await cache.store("ns", "chat", body, answer("x"))
+        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "1.0"))
+        await asyncio.sleep(0.02)
+        with caplog.at_level(logging.WARNING, logger="sluice.cache"):
+            for _ in range(4):  # each waits out the timeout: 0.2 s of silence in all
+                assert await cache.lookup("ns", "chat", body) is None
+            assert cache.failopen.outages == 1
+            started = time.perf_counter()
+            assert await cache.lookup("ns", "chat", body) is None
+            assert time.perf_counter() - started < 0.02, "an outage skips Redis"
+        assert [r.message for r in caplog.records if "unavailable" in r.message]
+        await sleeper
+        deadline = time.monotonic() + 3
+        hit = None
+        while hit is None and time.monotonic() < deadline:
+            hit = await cache.lookup("ns", "chat", body)
+            await asyncio.sleep(0.05)
+        assert hit is not None
+        assert cache.failopen.healthy
+    await client.aclose()
+    await other.aclose()

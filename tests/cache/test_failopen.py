@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -119,59 +121,66 @@ async def test_outage_gives_misses_one_warning_and_recovery(
     await client.aclose()
 
 
-async def test_slow_redis_is_a_miss_within_the_timeout(server: RedisServer) -> None:
+@contextlib.asynccontextmanager
+async def cache_to_hang(
+    server: RedisServer, body: dict[str, Any], *, probe_interval_s: float
+) -> AsyncIterator[tuple[ResponseCache, Callable[[float], asyncio.Task[Any]]]]:
+    """A cache (50 ms limit per operation) holding `body`, and a way to hang its Redis."""
     client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
     other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+
+    def hang(seconds: float) -> asyncio.Task[Any]:
+        return asyncio.create_task(other.execute_command("DEBUG", "SLEEP", str(seconds)))
+
+    try:
+        async with ResponseCache(
+            client, embedder=None, op_timeout_s=0.05, probe_interval_s=probe_interval_s
+        ) as cache:
+            await cache.store("ns", "chat", body, answer("x"))
+            yield cache, hang
+    finally:
+        await client.aclose()
+        await other.aclose()
+
+
+async def hit_within(cache: ResponseCache, body: dict[str, Any], seconds: float = 3) -> None:
+    deadline = time.monotonic() + seconds
+    while await cache.lookup("ns", "chat", body) is None:
+        assert time.monotonic() < deadline, "the cache did not come back"
+        await asyncio.sleep(0.05)
+
+
+async def test_slow_redis_is_a_miss_within_the_timeout(server: RedisServer) -> None:
     body = chat("slow question")
-    async with ResponseCache(client, embedder=None, op_timeout_s=0.05) as cache:
-        await cache.store("ns", "chat", body, answer("x"))
-        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "0.5"))
+    async with cache_to_hang(server, body, probe_interval_s=0.5) as (cache, hang):
+        sleeper = hang(0.5)
         await asyncio.sleep(0.05)
         started = time.perf_counter()
         assert await cache.lookup("ns", "chat", body) is None
         assert time.perf_counter() - started < 0.2
         await sleeper
-        deadline = time.monotonic() + 3
-        hit = None
-        while hit is None and time.monotonic() < deadline:
-            hit = await cache.lookup("ns", "chat", body)
-            await asyncio.sleep(0.05)
-        assert hit is not None
-    await client.aclose()
-    await other.aclose()
+        await hit_within(cache, body)
 
 
 async def test_one_slow_answer_is_a_miss_not_an_outage(server: RedisServer) -> None:
-    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
-    other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
     body = chat("a question asked during a snapshot fork")
     # An outage would skip Redis for the whole probe interval: the hit below would be missing.
-    async with ResponseCache(
-        client, embedder=None, op_timeout_s=0.05, probe_interval_s=30
-    ) as cache:
-        await cache.store("ns", "chat", body, answer("x"))
-        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "0.1"))
+    async with cache_to_hang(server, body, probe_interval_s=30) as (cache, hang):
+        sleeper = hang(0.1)
         await asyncio.sleep(0.02)
         assert await cache.lookup("ns", "chat", body) is None  # timed out: this one misses
         await sleeper
         assert await cache.lookup("ns", "chat", body) is not None
         assert cache.failopen.outages == 0
         assert cache.failopen.timeouts == 1
-    await client.aclose()
-    await other.aclose()
 
 
 async def test_redis_silent_for_three_timeouts_is_an_outage(
     server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
-    other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
     body = chat("a question asked while Redis hangs")
-    async with ResponseCache(
-        client, embedder=None, op_timeout_s=0.05, probe_interval_s=0.2
-    ) as cache:
-        await cache.store("ns", "chat", body, answer("x"))
-        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", "1.0"))
+    async with cache_to_hang(server, body, probe_interval_s=0.2) as (cache, hang):
+        sleeper = hang(1.0)
         await asyncio.sleep(0.02)
         with caplog.at_level(logging.WARNING, logger="sluice.cache"):
             for _ in range(4):  # each waits out the timeout: 0.2 s of silence in all
@@ -182,12 +191,5 @@ async def test_redis_silent_for_three_timeouts_is_an_outage(
             assert time.perf_counter() - started < 0.02, "an outage skips Redis"
         assert [r.message for r in caplog.records if "unavailable" in r.message]
         await sleeper
-        deadline = time.monotonic() + 3
-        hit = None
-        while hit is None and time.monotonic() < deadline:
-            hit = await cache.lookup("ns", "chat", body)
-            await asyncio.sleep(0.05)
-        assert hit is not None
+        await hit_within(cache, body)
         assert cache.failopen.healthy
-    await client.aclose()
-    await other.aclose()

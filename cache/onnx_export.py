@@ -16,15 +16,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +113,7 @@ def ensure_exported(
             target = scratch
         log.info("exporting the embedding model %s to ONNX (once) into %s", source, target)
         try:
-            _in_child(_export, source, scratch)
+            _in_child("export", source, scratch)
             scratch.chmod(0o755)  # mkdtemp's 0700 would hide an image-built export from users
         except Exception:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -127,22 +125,32 @@ def ensure_exported(
                 shutil.rmtree(scratch, ignore_errors=True)
     exported = _read_meta(target, temporary=not target.is_relative_to(root))
     if int8 and not exported.model_file(int8=True).is_file():
-        _in_child(_quantize, exported)
+        _in_child("int8", exported.folder)
     return exported
 
 
-def _in_child(build: Callable[..., None], *args: Any) -> None:
-    """Runs `build` in a fresh interpreter, so that torch and the model it loads (about
-    800 MB resident) leave with it instead of staying in the serving process for good."""
-    spawn = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
-            child.submit(build, *args).result()
-    except BrokenProcessPool as exc:
-        raise ConfigError(
-            f"the process exporting the embedding model died ({exc}); out of memory? "
-            "Export ahead with `python -m cache.onnx_export --int8`"
-        ) from exc
+def _in_child(step: str, *paths: Path) -> None:
+    """Runs a build step (`run_step`) in a fresh interpreter, so that torch and the model it
+    loads (about 800 MB resident) leave with it instead of staying in the serving process.
+
+    A plain subprocess rather than multiprocessing's spawn, which would re-run the caller's
+    main script in the child unless it is guarded by `if __name__ == "__main__"`.
+    """
+    argv = [sys.executable, "-m", "cache.onnx_export", "--step", step, *map(str, paths)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ConfigError(f"exporting the embedding model failed: {lines[-1]}")
+
+
+def run_step(step: str, *paths: Path) -> None:
+    """One build step in this process: "export" SOURCE FOLDER, or "int8" FOLDER."""
+    if step == "export":
+        _export(*paths)
+    elif step == "int8":
+        _quantize(_read_meta(paths[0], temporary=False))
+    else:
+        raise ValueError(f"unknown export step {step!r}")
 
 
 def _remove_abandoned(root: Path) -> None:
@@ -284,8 +292,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="model folder (default all-MiniLM-L6-v2)")
     parser.add_argument("--cache-dir", default=None, help=f"default {default_cache_dir()}")
     parser.add_argument("--int8", action="store_true", help="also write the int8 variant")
+    # One build step for `_in_child`: not for use by hand.
+    parser.add_argument("--step", choices=("export", "int8"), help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.step:
+        try:
+            run_step(args.step, *args.paths)
+        except ConfigError as exc:
+            raise SystemExit(f"{type(exc).__name__}: {exc}") from exc
+        return
     exported = ensure_exported(args.model or default_model_path(), args.cache_dir, int8=args.int8)
     print(exported.folder)
 

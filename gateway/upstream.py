@@ -6,21 +6,30 @@ import asyncio
 import itertools
 import logging
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
+import aiohttp
 import httpx
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger("sluice.gateway.upstream")
 
-_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
+# Nothing was sent: the refused connection, or the socket connect timing out.
+_CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # Statuses meaning "not this server, not now" (draining: 503, queue full: 429): nothing was
 # generated, so another upstream may answer instead.
 RETRY_ELSEWHERE = frozenset({429, 503})
+_JSON_HEADERS = {"content-type": "application/json"}
+# aiohttp hands the body over decoded, so these no longer describe it.
+_DECODED = frozenset({"content-encoding", "content-length"})
+# httpx's default, kept: below uvicorn's 5 s, so an idle connection is dropped here first.
+_KEEPALIVE_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,13 +44,14 @@ class UpstreamReply:
 
 
 class UpstreamPool:
-    """One pooled `httpx.AsyncClient` shared by all upstream base URLs.
+    """One pooled `aiohttp.ClientSession` shared by all upstream base URLs.
 
     Each request goes to the upstream with the fewest requests outstanding from this gateway;
     a connection failure (nothing was sent) is retried on another upstream, and the failed one
     is skipped for `down_s` while others are left. An answer of 503 or 429 (draining, queue
     full) is retried once on another upstream, before any of its body reaches the caller; when
-    none is left, the last such answer is the one yielded.
+    none is left, the last such answer is the one yielded. The session lives between
+    `__aenter__` and `__aexit__` (aiohttp needs a running event loop to create it).
 
     Args:
         urls: base URLs of OpenAI-compatible servers, without the `/v1` suffix.
@@ -51,7 +61,6 @@ class UpstreamPool:
         down_s: how long an upstream that refused a connection is passed over.
         api_key: sent to every upstream as `Authorization: Bearer` (a `vllm serve --api-key`
             or a hosted server); clients' own keys are never forwarded.
-        transport: an httpx transport to use instead of the network (tests).
     """
 
     def __init__(
@@ -63,7 +72,6 @@ class UpstreamPool:
         max_connections: int = 256,
         down_s: float = 1.0,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one upstream URL is needed")
@@ -72,27 +80,30 @@ class UpstreamPool:
         self._down_until = dict.fromkeys(self.urls, 0.0)
         self._down_s = down_s
         self._turn = itertools.count()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
-            transport=transport,
+        # `connect` bounds the wait for a free pooled connection as well, as httpx's pool
+        # timeout did (it was the read timeout); `sock_connect` is the connect timeout proper.
+        self._timeout = aiohttp.ClientTimeout(
+            connect=read_timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
-        # The request path talks to the client's transport (its connection pool) directly:
-        # the client's layers (auth, redirects, cookies, event hooks) cost about 0.3 ms of CPU
-        # per call here and do nothing for an upstream call. The headers and timeouts sent are
-        # the client's own, and each upstream gets the transport the client would pick for it
-        # (an environment proxy included), hence the private `_transport_for_url`.
-        self._transports = {
-            url: self._client._transport_for_url(httpx.URL(url)) for url in self.urls
-        }
-        self._headers = list(self._client.headers.multi_items())
-        self._timeouts = self._client.timeout.as_dict()
-        self._urls: dict[tuple[str, str], httpx.URL] = {}
+        self._max_connections = max_connections
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        # The environment's proxy per upstream (HTTP_PROXY & co. minus NO_PROXY), found once
+        # here rather than by aiohttp's `trust_env` on every call.
+        self._proxies = {url: _env_proxy(url) for url in self.urls}
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> UpstreamPool:
+        if self._session is not None:
+            raise RuntimeError("This UpstreamPool is already open; it cannot be entered twice.")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=_KEEPALIVE_S
+            ),
+            timeout=self._timeout,
+            headers=self._headers,
+            # Upstream cookies are never kept or sent back, as before.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         return self
 
     async def __aexit__(
@@ -101,7 +112,16 @@ class UpstreamPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(
+                "UpstreamPool is not open: use it as `async with UpstreamPool(...)`."
+            )
+        return self._session
 
     def outstanding(self) -> dict[str, int]:
         """Requests in flight per upstream (for stats)."""
@@ -133,84 +153,108 @@ class UpstreamPool:
         self._down_until[url] = time.monotonic() + self._down_s
 
     @asynccontextmanager
-    async def stream(
-        self, method: str, path: str, *, content: bytes | None = None
-    ) -> AsyncIterator[httpx.Response]:
-        """Sends a request and yields the response with its body still unread."""
+    async def _send(
+        self, method: str, path: str, content: bytes | None
+    ) -> AsyncIterator[tuple[str, aiohttp.ClientResponse]]:
+        """Sends a request, with failover; yields the upstream and its answer, body unread.
+
+        Leaving closes the answer: a body not read to its end closes the connection, so the
+        upstream sees the caller leave (and stops generating)."""
+        client = self._client
         tried: set[str] = set()
         status_retries = 1
         while True:
             url = self._pick(tried)
             self._outstanding[url] += 1
             try:
-                request = self._request(method, url, path, content)
                 try:
-                    response = await self._transports[url].handle_async_request(request)
+                    answer = await client.request(
+                        method,
+                        url + path,
+                        data=content,
+                        headers=_JSON_HEADERS if content is not None else None,
+                        proxy=self._proxies[url],
+                        allow_redirects=False,
+                    )
                 except _CONNECT_FAILURES as exc:
                     self._failed(url, exc, tried)
                     continue
-                except httpx.TimeoutException as exc:
+                except TimeoutError as exc:
                     raise UpstreamTimeout("The upstream server did not answer in time.") from exc
-                except httpx.TransportError as exc:
+                except aiohttp.ClientError as exc:
                     raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
-                if (
-                    response.status_code in RETRY_ELSEWHERE
-                    and status_retries > 0
-                    and self._refused(url, response.status_code, tried)
-                ):
-                    status_retries -= 1
-                    await response.aclose()
-                    continue
                 try:
-                    response.extensions["sluice_upstream"] = url
-                    yield response
+                    if (
+                        answer.status in RETRY_ELSEWHERE
+                        and status_retries > 0
+                        and self._refused(url, answer.status, tried)
+                    ):
+                        status_retries -= 1
+                        continue
+                    yield url, answer
+                    return
                 finally:
-                    await response.aclose()
-                return
+                    answer.close()
             finally:
                 self._outstanding[url] -= 1
 
-    def _request(self, method: str, url: str, path: str, content: bytes | None) -> httpx.Request:
-        target = self._urls.get((url, path))
-        if target is None:
-            target = self._urls[url, path] = httpx.URL(url + path)
-        headers = self._headers
-        if content is not None:
-            headers = [*headers, ("content-type", "application/json")]
-        return httpx.Request(
-            method, target, content=content, headers=headers, extensions={"timeout": self._timeouts}
-        )
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, content: bytes | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """Sends a request and yields the response with its body still unread.
+
+        The response is an `httpx.Response` over aiohttp's body, the type the relay in
+        proxy.py reads: a body that breaks off raises httpx's `ReadTimeout`,
+        `RemoteProtocolError` or `ReadError` there."""
+        async with self._send(method, path, content) as (url, answer):
+            response = httpx.Response(
+                answer.status,
+                headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in _DECODED],
+                stream=_Body(answer),
+                extensions={"sluice_upstream": url},
+            )
+            try:
+                yield response
+            finally:
+                await response.aclose()
 
     async def request(
         self, method: str, path: str, *, content: bytes | None = None
     ) -> UpstreamReply:
         """Sends a request and reads the whole answer."""
-        async with self.stream(method, path, content=content) as response:
+        async with self._send(method, path, content) as (url, answer):
             try:
-                body = await response.aread()
-            except httpx.TimeoutException as exc:
+                body = await answer.read()
+            except TimeoutError as exc:
                 raise UpstreamTimeout("The upstream server did not answer in time.") from exc
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
             return UpstreamReply(
-                status_code=response.status_code,
+                status_code=answer.status,
                 content=body,
-                content_type=response.headers.get("content-type", "application/json"),
-                upstream=str(response.extensions["sluice_upstream"]),
-                retry_after=response.headers.get("retry-after"),
+                content_type=answer.headers.get("content-type", "application/json"),
+                upstream=url,
+                retry_after=answer.headers.get("retry-after"),
             )
 
-    async def _get_one(self, url: str, path: str, timeout_s: float) -> httpx.Response | None:
+    async def _get_one(self, url: str, path: str, timeout_s: float) -> tuple[int, str] | None:
+        timeout = aiohttp.ClientTimeout(
+            connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
+        )
         try:
-            return await self._client.get(url + path, timeout=timeout_s)
-        except httpx.HTTPError:
+            async with self._client.get(
+                url + path, timeout=timeout, proxy=self._proxies[url], allow_redirects=False
+            ) as reply:
+                return reply.status, await reply.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError):
             return None
 
     async def probe(self, *, timeout_s: float = 1.0) -> dict[str, bool]:
         """Whether each upstream answers `/health` with 200 now."""
         replies = await asyncio.gather(*(self._get_one(u, "/health", timeout_s) for u in self.urls))
         return {
-            url: reply is not None and reply.status_code == 200
+            url: reply is not None and reply[0] == 200
             for url, reply in zip(self.urls, replies, strict=True)
         }
 
@@ -220,6 +264,35 @@ class UpstreamPool:
             *(self._get_one(u, "/metrics", timeout_s) for u in self.urls)
         )
         return {
-            url: reply.text if reply is not None and reply.status_code == 200 else None
+            url: reply[1] if reply is not None and reply[0] == 200 else None
             for url, reply in zip(self.urls, replies, strict=True)
         }
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp answer's body, chunk by chunk as it arrives, as an httpx stream."""
+
+    def __init__(self, answer: aiohttp.ClientResponse) -> None:
+        self._answer = answer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        self._answer.close()
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url`, as aiohttp's `trust_env` would pick it."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)

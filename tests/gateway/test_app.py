@@ -62,7 +62,10 @@ async def test_repeat_hits_paraphrase_is_semantic_other_question_misses(stack: S
     assert paraphrase[2].headers["x-cache-similarity"] == "0.9500"
     other = await _chat(client, "Where is Lyon?")
     assert other[:2] == ("miss", "echo: Where is Lyon?")
-    assert stack.upstream.calls == 2
+    # Only the two misses went upstream, besides the paraphrase's speculative call, which may or
+    # may not get there before the (instant) semantic hit drops it; test_speculation covers that.
+    asked = [body["messages"][-1]["content"] for body in stack.upstream.bodies]
+    assert [q for q in asked if q != "where is paris"] == ["Where is Paris?", "Where is Lyon?"]
 
 
 async def test_repeat_before_the_store_lands_is_answered_from_memory(stack: Stack) -> None:

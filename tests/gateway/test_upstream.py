@@ -1,67 +1,89 @@
-"""Balancing across upstreams and failing over on connection errors."""
+"""Balancing across upstreams and failing over, against real servers on loopback ports."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
-from gateway.errors import UpstreamUnavailable
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream import UpstreamPool
-from tests.gateway.fakes import free_port
+from tests.gateway.fakes import UpstreamControl, fake_upstream, free_port, serving
 
 
-def _transport(
-    seen: list[str], *, refuse: set[str], gate: asyncio.Event | None = None
-) -> httpx.MockTransport:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        host = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
-        if host in refuse:
-            raise httpx.ConnectError("refused", request=request)
-        seen.append(host)
+def _upstream(
+    name: str,
+    seen: list[str],
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    gate: asyncio.Event | None = None,
+) -> Starlette:
+    """A server that notes each request in `seen` under `name` and answers `status`."""
+
+    async def answer(request: Request) -> Response:
+        seen.append(name)
         if gate is not None:
             await gate.wait()
-        return httpx.Response(200, json={"ok": host})
+        return JSONResponse({"from": name}, status_code=status, headers=headers)
 
-    return httpx.MockTransport(handler)
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
 
 
-A, B, C = "http://a:1", "http://b:2", "http://c:3"
+@contextlib.asynccontextmanager
+async def _serving(*apps: Starlette) -> AsyncIterator[list[str]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(serving(app)) for app in apps]
+
+
+def _nobody() -> str:
+    """An upstream URL whose connections are refused."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def test_idle_upstreams_share_the_load() -> None:
     seen: list[str] = []
-    async with UpstreamPool([A, B, C], transport=_transport(seen, refuse=set())) as pool:
+    apps = [_upstream(name, seen) for name in "ABC"]
+    async with _serving(*apps) as urls, UpstreamPool(urls) as pool:
         for _ in range(30):
             await pool.request("GET", "/x")
-    assert Counter(seen) == {A: 10, B: 10, C: 10}
+    assert Counter(seen) == {"A": 10, "B": 10, "C": 10}
 
 
 async def test_least_outstanding_gets_the_next_request() -> None:
     seen: list[str] = []
     gate = asyncio.Event()
-    async with UpstreamPool([A, B], transport=_transport(seen, refuse=set(), gate=gate)) as pool:
+    apps = [_upstream(name, seen, gate=gate) for name in "AB"]
+    async with _serving(*apps) as urls, UpstreamPool(urls) as pool:
         held = [asyncio.create_task(pool.request("GET", "/x")) for _ in range(3)]
         await asyncio.sleep(0.05)
         # Three in flight: the split must be 2/1, never 3/0.
         assert sorted(pool.outstanding().values()) == [1, 2]
         gate.set()
         await asyncio.gather(*held)
-        assert pool.outstanding() == {A: 0, B: 0}
+        assert pool.outstanding() == dict.fromkeys(urls, 0)
+    assert sorted(Counter(seen).values()) == [1, 2]
 
 
 async def test_connection_failure_is_retried_on_another_upstream() -> None:
     seen: list[str] = []
-    async with UpstreamPool([A, B], transport=_transport(seen, refuse={A})) as pool:
+    async with _serving(_upstream("B", seen)) as (b,), UpstreamPool([_nobody(), b]) as pool:
         replies = [await pool.request("GET", "/x") for _ in range(4)]
-    assert {r.upstream for r in replies} == {B}
-    assert seen == [B] * 4
+    assert {r.upstream for r in replies} == {b}
+    assert seen == ["B"] * 4
 
 
 async def test_all_down_is_upstream_unavailable() -> None:
-    urls = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    urls = [_nobody(), _nobody()]
     async with UpstreamPool(urls) as pool:
         with pytest.raises(UpstreamUnavailable):
             await pool.request("POST", "/v1/completions", content=b"{}")
@@ -69,45 +91,36 @@ async def test_all_down_is_upstream_unavailable() -> None:
         assert pool.outstanding() == dict.fromkeys(urls, 0)
 
 
-def _statuses(
-    answers: dict[str, tuple[int, dict[str, str]]], seen: list[str]
-) -> httpx.MockTransport:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        host = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
-        seen.append(host)
-        status, headers = answers.get(host, (200, {}))
-        return httpx.Response(status, json={"from": host}, headers=headers)
-
-    return httpx.MockTransport(handler)
-
-
 @pytest.mark.parametrize("status", [503, 429])
 async def test_draining_or_full_upstream_is_retried_on_another(status: int) -> None:
     seen: list[str] = []
-    transport = _statuses({A: (status, {"retry-after": "1"})}, seen)
-    async with UpstreamPool([A, B], transport=transport) as pool:
+    apps = [_upstream("A", seen, status=status, headers={"retry-after": "1"}), _upstream("B", seen)]
+    async with _serving(*apps) as (a, b), UpstreamPool([a, b]) as pool:
         reply = await pool.request("POST", "/v1/completions", content=b"{}")
-        assert (reply.status_code, reply.upstream) == (200, B)
+        assert (reply.status_code, reply.upstream) == (200, b)
         # A is passed over for a moment, so the next request goes straight to B.
-        assert (await pool.request("POST", "/v1/completions", content=b"{}")).upstream == B
-        assert pool.outstanding() == {A: 0, B: 0}
-    assert seen[0] in (A, B) and seen.count(A) <= 1
+        assert (await pool.request("POST", "/v1/completions", content=b"{}")).upstream == b
+        assert pool.outstanding() == {a: 0, b: 0}
+    assert seen[0] in ("A", "B") and seen.count("A") <= 1
 
 
 async def test_when_all_refuse_the_last_answer_passes_through_with_retry_after() -> None:
     seen: list[str] = []
-    transport = _statuses({A: (503, {"retry-after": "1"}), B: (429, {"retry-after": "7"})}, seen)
-    async with UpstreamPool([A, B], transport=transport) as pool:
+    apps = [
+        _upstream("A", seen, status=503, headers={"retry-after": "1"}),
+        _upstream("B", seen, status=429, headers={"retry-after": "7"}),
+    ]
+    async with _serving(*apps) as urls, UpstreamPool(urls) as pool:
         reply = await pool.request("POST", "/v1/completions", content=b"{}")
     assert len(seen) == 2
-    last = {A: (503, "1"), B: (429, "7")}[seen[-1]]
+    last = {"A": (503, "1"), "B": (429, "7")}[seen[-1]]
     assert (reply.status_code, reply.retry_after) == last
 
 
 async def test_a_refusing_answer_is_retried_only_once() -> None:
     seen: list[str] = []
-    transport = _statuses({u: (503, {}) for u in (A, B, C)}, seen)
-    async with UpstreamPool([A, B, C], transport=transport) as pool:
+    apps = [_upstream(name, seen, status=503) for name in "ABC"]
+    async with _serving(*apps) as urls, UpstreamPool(urls) as pool:
         reply = await pool.request("POST", "/v1/completions", content=b"{}")
     assert reply.status_code == 503
     assert len(seen) == 2
@@ -115,8 +128,124 @@ async def test_a_refusing_answer_is_retried_only_once() -> None:
 
 async def test_other_errors_are_not_retried() -> None:
     seen: list[str] = []
-    transport = _statuses({A: (500, {}), B: (500, {})}, seen)
-    async with UpstreamPool([A, B], transport=transport) as pool:
+    apps = [_upstream(name, seen, status=500) for name in "AB"]
+    async with _serving(*apps) as urls, UpstreamPool(urls) as pool:
         reply = await pool.request("POST", "/v1/completions", content=b"{}")
     assert reply.status_code == 500
     assert len(seen) == 1
+
+
+def _ticking(gaps_s: list[float]) -> Starlette:
+    """Streams one chunk, then one more after each of `gaps_s`."""
+
+    async def answer(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"data: 0\n\n"
+            for n, gap in enumerate(gaps_s, 1):
+                await asyncio.sleep(gap)
+                yield f"data: {n}\n\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
+
+
+async def test_the_read_timeout_is_between_chunks_not_for_the_whole_answer() -> None:
+    # Five gaps of 0.1 s: 0.5 s in all, past the 0.3 s read timeout, yet no gap reaches it.
+    async with (
+        _serving(_ticking([0.1] * 5)) as urls,
+        UpstreamPool(urls, read_timeout_s=0.3) as pool,
+        pool.stream("GET", "/x") as response,
+    ):
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    assert b"".join(chunks) == b"".join(f"data: {n}\n\n".encode() for n in range(6))
+
+
+async def test_a_stream_that_stalls_times_out() -> None:
+    async with _serving(_ticking([1.0])) as urls, UpstreamPool(urls, read_timeout_s=0.2) as pool:
+        async with pool.stream("GET", "/x") as response:
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in response.aiter_raw():
+                    pass
+        with pytest.raises(UpstreamTimeout):
+            await pool.request("GET", "/x")
+        assert pool.outstanding() == dict.fromkeys(urls, 0)
+
+
+async def test_a_stream_arrives_chunk_by_chunk() -> None:
+    async with (
+        _serving(_ticking([0.2, 0.2])) as urls,
+        UpstreamPool(urls) as pool,
+        pool.stream("POST", "/x", content=b"{}") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.extensions["sluice_upstream"] == urls[0]
+        arrivals = []
+        async for chunk in response.aiter_raw():
+            arrivals.append((chunk, asyncio.get_running_loop().time()))
+    assert [chunk for chunk, _ in arrivals] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+    assert arrivals[-1][1] - arrivals[0][1] >= 0.35
+
+
+def _completion_stream() -> bytes:
+    return json.dumps({"model": "fake", "prompt": "one two three four", "stream": True}).encode()
+
+
+async def test_leaving_a_stream_midway_closes_the_connection() -> None:
+    control = UpstreamControl(chunk_delay_s=0.1)
+    async with serving(fake_upstream(control)) as url, UpstreamPool([url]) as pool:
+        async with pool.stream("POST", "/v1/completions", content=_completion_stream()) as answer:
+            async for _ in answer.aiter_raw():
+                break
+        for _ in range(100):
+            if control.left_early:
+                break
+            await asyncio.sleep(0.02)
+        assert control.left_early == 1
+        assert pool.outstanding() == {url: 0}
+
+
+async def test_cancelling_a_call_in_flight_closes_the_connection() -> None:
+    control = UpstreamControl(delay_s=2.0)
+    async with serving(fake_upstream(control)) as url, UpstreamPool([url]) as pool:
+        body = json.dumps({"model": "fake", "prompt": "hi"}).encode()
+        call = asyncio.create_task(pool.request("POST", "/v1/completions", content=body))
+        for _ in range(100):
+            if control.calls:
+                break
+            await asyncio.sleep(0.02)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(100):
+            if control.left_early:
+                break
+            await asyncio.sleep(0.02)
+        assert control.left_early == 1
+        assert pool.outstanding() == {url: 0}
+
+
+async def test_the_api_key_goes_to_every_upstream_and_probes_see_health_and_metrics() -> None:
+    controls = [UpstreamControl(required_key="up-secret") for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(serving(fake_upstream(c))) for c in controls]
+        pool = await stack.enter_async_context(UpstreamPool(urls, api_key="up-secret"))
+        replies = [await pool.request("GET", "/v1/models") for _ in range(2)]
+        assert {r.status_code for r in replies} == {200}
+        assert {r.upstream for r in replies} == set(urls)
+        assert await pool.probe() == dict.fromkeys(urls, True)
+        texts = await pool.metrics_texts()
+    assert all(c.authorizations == ["Bearer up-secret"] for c in controls)
+    assert all(
+        text is not None and "sluice_backend_queue_depth 2.0" in text for text in texts.values()
+    )
+
+
+async def test_a_pool_is_used_inside_async_with() -> None:
+    pool = UpstreamPool([_nobody()])
+    with pytest.raises(RuntimeError, match="async with"):
+        await pool.request("GET", "/x")
+    async with pool:
+        with pytest.raises(RuntimeError, match="twice"):
+            await pool.__aenter__()

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import reproduce_command, write_section  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = 12
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     markdown = "\n".join(lines)
     print(markdown)
-    print(f"\nReproduce: .venv/bin/python {' '.join(['bench/gateway.py', *sys.argv[1:]])}")
+    print(f"\nReproduce: {reproduce_command()}")
     if not args.quick and not args.only:
         write_section("gateway", markdown)
     return 0

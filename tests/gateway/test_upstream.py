@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -188,6 +188,14 @@ async def test_a_stream_arrives_chunk_by_chunk() -> None:
     assert arrivals[-1][1] - arrivals[0][1] >= 0.35
 
 
+async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Yields to the loop until `condition` holds, or fails after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
 def _completion_stream() -> bytes:
     return json.dumps({"model": "fake", "prompt": "one two three four", "stream": True}).encode()
 
@@ -198,10 +206,7 @@ async def test_leaving_a_stream_midway_closes_the_connection() -> None:
         async with pool.stream("POST", "/v1/completions", content=_completion_stream()) as answer:
             async for _ in answer.aiter_raw():
                 break
-        for _ in range(100):
-            if control.left_early:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: control.left_early > 0)
         assert control.left_early == 1
         assert pool.outstanding() == {url: 0}
 
@@ -211,17 +216,11 @@ async def test_cancelling_a_call_in_flight_closes_the_connection() -> None:
     async with serving(fake_upstream(control)) as url, UpstreamPool([url]) as pool:
         body = json.dumps({"model": "fake", "prompt": "hi"}).encode()
         call = asyncio.create_task(pool.request("POST", "/v1/completions", content=body))
-        for _ in range(100):
-            if control.calls:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: bool(control.calls))
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        for _ in range(100):
-            if control.left_early:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: control.left_early > 0)
         assert control.left_early == 1
         assert pool.outstanding() == {url: 0}
 

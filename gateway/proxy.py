@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import Any
 
 import anyio
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -25,7 +24,7 @@ from gateway.policy import CachePolicy, flight_key, uncacheable_reason
 from gateway.services import Services
 from gateway.sse import StreamAssembler, event, iter_events, replay
 from gateway.stats import Outcome
-from gateway.upstream import UpstreamReply
+from gateway.upstream import UpstreamReply, UpstreamStream, UpstreamStreamCut
 
 log = logging.getLogger("sluice.gateway.requests")
 
@@ -275,8 +274,8 @@ async def _abandon(sending: asyncio.Task[_Sent]) -> None:
 class _OpenedStream:
     """An upstream stream whose headers have arrived and whose body is still unread."""
 
-    opened: AbstractAsyncContextManager[httpx.Response]
-    response: httpx.Response
+    opened: AbstractAsyncContextManager[UpstreamStream]
+    response: UpstreamStream
     strip_usage: bool
 
     async def close(self) -> None:
@@ -359,7 +358,7 @@ async def _deliver_stream(
     response = sent.response
     if response.status_code != 200:
         try:
-            data = await response.aread()
+            data = await response.read()
         finally:
             await sent.close()
         _settle(call, flight, None)
@@ -399,7 +398,7 @@ class _Relay:
     async def events(self) -> AsyncIterator[bytes]:
         assembler = StreamAssembler(self._call.endpoint)
         try:
-            async for raw, data in iter_events(self._sent.response.aiter_raw()):
+            async for raw, data in iter_events(self._sent.response.chunks()):
                 if data is not None:
                     chunk = assembler.feed(data)
                     if self._sent.strip_usage and chunk is not None and "usage" in chunk:
@@ -409,9 +408,9 @@ class _Relay:
                             continue
                         raw = event({k: v for k, v in chunk.items() if k != "usage"})
                 yield raw
-        except httpx.HTTPError as exc:
+        except UpstreamStreamCut as exc:
             self._call.svc.metrics.upstream_errors.labels("stream_cut").inc()
-            message = f"The upstream stream broke off ({type(exc).__name__})."
+            message = f"The upstream stream broke off ({exc})."
             yield event(error_body(message, error_type="server_error", code="upstream_stream_cut"))
         else:
             self._answer = assembler.result()

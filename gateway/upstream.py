@@ -8,13 +8,12 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
-import httpx
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 
@@ -26,8 +25,6 @@ _CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutErro
 # generated, so another upstream may answer instead.
 RETRY_ELSEWHERE = frozenset({429, 503})
 _JSON_HEADERS = {"content-type": "application/json"}
-# aiohttp hands the body over decoded, so these no longer describe it.
-_DECODED = frozenset({"content-encoding", "content-length"})
 # httpx's default, kept: below uvicorn's 5 s, so an idle connection is dropped here first.
 _KEEPALIVE_S = 5.0
 
@@ -201,23 +198,12 @@ class UpstreamPool:
     @asynccontextmanager
     async def stream(
         self, method: str, path: str, *, content: bytes | None = None
-    ) -> AsyncIterator[httpx.Response]:
-        """Sends a request and yields the response with its body still unread.
-
-        The response is an `httpx.Response` over aiohttp's body, the type the relay in
-        proxy.py reads: a body that breaks off raises httpx's `ReadTimeout`,
-        `RemoteProtocolError` or `ReadError` there."""
+    ) -> AsyncIterator[UpstreamStream]:
+        """Sends a request and yields the answer once its headers are in, body unread."""
         async with self._send(method, path, content) as (url, answer):
-            response = httpx.Response(
-                answer.status,
-                headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in _DECODED],
-                stream=_Body(answer),
-                extensions={"sluice_upstream": url},
+            yield UpstreamStream(
+                status_code=answer.status, headers=answer.headers, upstream=url, answer=answer
             )
-            try:
-                yield response
-            finally:
-                await response.aclose()
 
     async def request(
         self, method: str, path: str, *, content: bytes | None = None
@@ -269,25 +255,40 @@ class UpstreamPool:
         }
 
 
-class _Body(httpx.AsyncByteStream):
-    """An aiohttp answer's body, chunk by chunk as it arrives, as an httpx stream."""
+class UpstreamStreamCut(Exception):
+    """A streamed answer broke off: the upstream stalled past the read timeout, or the
+    connection or the body's framing broke."""
 
-    def __init__(self, answer: aiohttp.ClientResponse) -> None:
-        self._answer = answer
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._answer.content.iter_any():
+@dataclass(frozen=True, kw_only=True)
+class UpstreamStream:
+    """A streamed upstream answer whose headers have arrived; its body is read once, chunk by
+    chunk as it arrives (`chunks`) or whole (`read`)."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    upstream: str
+    answer: aiohttp.ClientResponse
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with _cut_off():
+            async for chunk in self.answer.content.iter_any():
                 yield chunk
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc)) from exc
 
-    async def aclose(self) -> None:
-        self._answer.close()
+    async def read(self) -> bytes:
+        with _cut_off():
+            return await self.answer.read()
+
+
+@contextmanager
+def _cut_off() -> Iterator[None]:
+    """Turns a body read's failure into UpstreamStreamCut, naming the cause."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamStreamCut("read timed out") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamStreamCut(type(exc).__name__) from exc
 
 
 def _env_proxy(url: str) -> str | None:

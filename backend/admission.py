@@ -6,8 +6,8 @@ overhead) that does not grow with the newcomers it carries. Admitting each arriv
 own therefore slows a busy batch once per arrival; holding newcomers back for a few
 decoding steps lets later arrivals share one pass, at the price of the newcomers' wait.
 
-`hold_back` weighs the two, one decoding step at a time (TGI holds requests back by fixed
-ratios and step counts; this rule derives both from measured costs):
+`hold_back` weighs the two, one decoding step at a time, from measured costs rather than
+fixed ratios or step counts:
 
 - holding on for one more step of length d costs the k waiting newcomers k * d, and saves
   the running rows one pass's fixed cost (live * pass_cost) for each arrival that joins,

@@ -165,21 +165,18 @@ class UpstreamPool:
             self._outstanding[url] += 1
             try:
                 try:
-                    answer = await client.request(
-                        method,
-                        url + path,
-                        data=content,
-                        headers=_JSON_HEADERS if content is not None else None,
-                        proxy=self._proxies[url],
-                        allow_redirects=False,
-                    )
+                    with _call_failures():
+                        answer = await client.request(
+                            method,
+                            url + path,
+                            data=content,
+                            headers=_JSON_HEADERS if content is not None else None,
+                            proxy=self._proxies[url],
+                            allow_redirects=False,
+                        )
                 except _CONNECT_FAILURES as exc:
                     self._failed(url, exc, tried)
                     continue
-                except TimeoutError as exc:
-                    raise UpstreamTimeout("The upstream server did not answer in time.") from exc
-                except aiohttp.ClientError as exc:
-                    raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
                 try:
                     if (
                         answer.status in RETRY_ELSEWHERE
@@ -210,12 +207,8 @@ class UpstreamPool:
     ) -> UpstreamReply:
         """Sends a request and reads the whole answer."""
         async with self._send(method, path, content) as (url, answer):
-            try:
+            with _call_failures():
                 body = await answer.read()
-            except TimeoutError as exc:
-                raise UpstreamTimeout("The upstream server did not answer in time.") from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
             return UpstreamReply(
                 status_code=answer.status,
                 content=body,
@@ -278,6 +271,20 @@ class UpstreamStream:
     async def read(self) -> bytes:
         with _cut_off():
             return await self.answer.read()
+
+
+@contextmanager
+def _call_failures() -> Iterator[None]:
+    """Turns a call's failure into UpstreamTimeout or UpstreamUnavailable; a connection that
+    was never made passes through as it is, for the caller to fail over."""
+    try:
+        yield
+    except _CONNECT_FAILURES:
+        raise
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream server did not answer in time.") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"Upstream failed: {type(exc).__name__}.") from exc
 
 
 @contextmanager

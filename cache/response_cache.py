@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cache.embedder import Embedder, Vector
@@ -34,7 +34,8 @@ from cache.matching import (
     takes_similarity,
 )
 from cache.redis_client import RedisClient, connect_redis
-from cache.scope import semantic_query
+from cache.scope import SemanticQuery, semantic_query
+from cache.semantic.language import Gate, english_gate
 from cache.stats import StatsStore
 from cache.sync import ReplicaSync
 from cache.vector_index import Neighbour, ScopedIndex, VectorIndex
@@ -97,6 +98,8 @@ class ResponseCache:
         probe_interval_s: during an outage, how often a request may try Redis again.
         embed_timeout_s: a semantic lookup waiting longer than this for its embedding misses.
         admin_timeout_s: time limit of admin operations (invalidate, entries, stats).
+        language_gate: decides which questions may be matched by meaning at all (None: English
+            only, read by all-MiniLM-L6-v2's tokenizer); others get exact caching only.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class ResponseCache:
         probe_interval_s: float = 0.5,
         embed_timeout_s: float = 1.0,
         admin_timeout_s: float = 5.0,
+        language_gate: Gate | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if default_ttl_s <= 0 or max_entries_per_namespace <= 0:
@@ -132,6 +136,9 @@ class ResponseCache:
         )
         self.semantic_enabled = semantic_enabled and embedder is not None
         self.guard = guard or default_guard()
+        self.language_gate = (
+            language_gate if language_gate or not self.semantic_enabled else english_gate()
+        )
         self._guard_takes_similarity = takes_similarity(self.guard)
         self.max_candidates = max_candidates
         self.embed_timeout_s = embed_timeout_s
@@ -159,6 +166,8 @@ class ResponseCache:
         self._background: set[asyncio.Task[None]] = set()
         self._recent_vectors: OrderedDict[str, Vector] = OrderedDict()
         self._questions: dict[str, str] = {}
+        # Questions kept from semantic matching because no path reads their language.
+        self.language_declines = 0
 
     async def __aenter__(self) -> ResponseCache:
         if self._stack is not None:
@@ -222,7 +231,7 @@ class ResponseCache:
         canonical: dict[str, Any] | None,
     ) -> CacheHit | None:
         """Nearest cached questions in the scope, above the threshold, that the guard allows."""
-        query = semantic_query(namespace, endpoint, body, canonical=canonical)
+        query = self._semantic_query(namespace, endpoint, body, canonical)
         if query is None:
             return None
         vector = await self._embed(query.question)
@@ -257,6 +266,29 @@ class ResponseCache:
                 continue
             return self._semantic_hit(neighbour, response)
         return None
+
+    def _semantic_query(
+        self,
+        namespace: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        canonical: dict[str, Any] | None,
+    ) -> SemanticQuery | None:
+        """The request's question and scope, when its language has a semantic path.
+
+        The scope is narrowed to the question's language and path: vectors of different
+        embedders never meet, and a question is never answered in another language.
+        """
+        query = semantic_query(namespace, endpoint, body, canonical=canonical)
+        if query is None:
+            return None
+        if self.language_gate is None:
+            return None
+        route = self.language_gate.route(query.question)
+        if route.path is None:
+            self.language_declines += 1
+            return None
+        return replace(query, scope=f"{query.scope}.{route.language}.{route.path}")
 
     async def _fetch_and_check(
         self, neighbours: list[Neighbour], new_question: str
@@ -338,7 +370,7 @@ class ResponseCache:
         """Stores under the exact key and in the semantic index; returns the entry id."""
         canonical = canonical_request(namespace, endpoint, body)
         query = (
-            semantic_query(namespace, endpoint, body, canonical=canonical)
+            self._semantic_query(namespace, endpoint, body, canonical)
             if self.semantic_enabled
             else None
         )

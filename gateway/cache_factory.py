@@ -11,6 +11,7 @@ from typing import Any
 from cache.embedder import MicroBatchEmbedder, load_encoder, resolve_backend
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
+from cache.semantic.language import english_gate
 from gateway.services import Cache
 from gateway.settings import GatewaySettings
 
@@ -21,6 +22,7 @@ log = logging.getLogger("sluice.gateway")
 async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]:
     """Connects to Redis (or the embedded one), loads the embedder, opens the cache."""
     embedder = None
+    language_gate = None
     if settings.semantic:
         backend = resolve_backend(settings.embed_backend)
         log.info(
@@ -39,6 +41,8 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
             cache_dir=settings.embed_cache_dir,
         )
         embedder = MicroBatchEmbedder(encoder)
+        # Questions in languages the embedder was not measured for get exact caching only.
+        language_gate = await asyncio.to_thread(english_gate, settings.embedding_model)
     options: dict[str, Any] = {}
     if settings.cache_max_entries is not None:
         options["max_entries_per_namespace"] = settings.cache_max_entries
@@ -58,6 +62,7 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         semantic_enabled=settings.semantic,
         op_timeout_s=settings.redis_timeout_s,
         embed_timeout_s=settings.embed_timeout_s,
+        language_gate=language_gate,
         **options,
     )
     try:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cache.embedder import Matrix, Vector
+from cache.semantic.language import Route
 
 DIM = 64
 
@@ -50,3 +51,21 @@ class CountingEncoder:
         self.gate.wait(5)
         self.batches.append(list(texts))
         return np.stack([bag_of_words(t) for t in texts])
+
+
+class OpenGate:
+    """A language gate that lets every question be matched by meaning, for tests of the rest."""
+
+    def route(self, text: str) -> Route:
+        return Route("any", "fake")
+
+
+class CollapsingEmbedder:
+    """The worst embedder: every text gets the same vector (cosine 1.0 with everything)."""
+
+    dim = DIM
+
+    async def embed(self, text: str) -> Vector:
+        v = np.zeros(DIM, dtype=np.float32)
+        v[0] = 1.0
+        return v

@@ -169,6 +169,15 @@ def test_repeat_hits_paraphrase_is_semantic_near_miss_misses(running: Running) -
     assert near_miss[0] == "miss"
 
 
+def test_a_question_the_embedder_cannot_read_gets_exact_caching_only(running: Running) -> None:
+    """all-MiniLM-L6-v2 maps these two Chinese questions to cosine 1.0; they differ in meaning."""
+    ship = _chat(running, "我的订单什么时候发货？")  # when will my order ship?
+    assert ship[0] == "miss"
+    assert _until_hit(running, "我的订单什么时候发货？")[:2] == ("hit", ship[1])
+    refund = _chat(running, "我的订单什么时候退款？")  # when will my order be refunded?
+    assert refund[0] == "miss"
+
+
 def test_streaming_replay_of_a_hit_is_a_valid_stream_with_the_same_text(running: Running) -> None:
     async def scenario() -> None:
         client = running.async_client()

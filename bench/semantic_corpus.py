@@ -1,0 +1,87 @@
+"""The labelled evaluation corpus of the semantic cache, split by domain.
+
+bench/data/semantic_corpus/ holds question pairs written by people who never saw the cache's
+code (see its README.md). Whole domains go to one split, so a verifier tuned on banking and
+travel is scored on telecom and insurance: a figure from the test split is a figure on
+phrasings and topics nothing was tuned on. Tune on "train" and "dev" only; score "test" only
+to report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CORPUS = Path(__file__).parent / "data" / "semantic_corpus"
+SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic_dev_pairs.jsonl"
+Split = Literal["train", "dev", "test"]
+SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("banking", "travel", "utilities", "it_support", "cooking"),
+    "dev": ("retail", "health", "government", "software", "general"),
+    "test": ("telecom", "insurance", "hr", "education", "sport"),
+}
+LANGUAGES = ("en", "zh", "ja", "ar", "ru", "hi", "es", "de", "fr")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pair:
+    """Two questions and whether one answer fits both (label 1)."""
+
+    id: str
+    domain: str
+    lang: str
+    a: str
+    b: str
+    label: int
+    kind: str
+    sub: str = ""
+    # Earlier turns of each conversation (empty for single questions).
+    history_a: tuple[dict[str, str], ...] = field(default=())
+    history_b: tuple[dict[str, str], ...] = field(default=())
+
+
+def _read(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _pair(row: dict[str, Any], **defaults: str) -> Pair:
+    return Pair(
+        id=row["id"],
+        domain=row.get("domain", defaults.get("domain", "")),
+        lang=row.get("lang", defaults.get("lang", "en")),
+        a=row["a"],
+        b=row["b"],
+        label=int(row["label"]),
+        kind=row["kind"],
+        sub=row.get("sub") or "",
+        history_a=tuple(row.get("history_a", ())),
+        history_b=tuple(row.get("history_b", ())),
+    )
+
+
+def pairs(split: Split, *, languages: tuple[str, ...] = LANGUAGES) -> list[Pair]:
+    """Single-question pairs of a split's domains, in the languages asked for."""
+    out = []
+    for domain in SPLITS[split]:
+        out += [p for p in map(_pair, _read(CORPUS / f"{domain}.jsonl")) if p.lang in languages]
+    return out
+
+
+def conversations(split: Split) -> list[Pair]:
+    """Multi-turn pairs of a split's domains."""
+    rows = map(_pair, _read(CORPUS / "conversations.jsonl"))
+    return [p for p in rows if p.domain in SPLITS[split]]
+
+
+def shared_dev() -> list[Pair]:
+    """The team's 300 English development pairs (electronics store, a docs assistant, small
+    talk), one more dev set; empty when ../shared is not beside the project."""
+    if not SHARED_DEV.is_file():
+        return []
+    return [_pair(row, domain="shared", lang="en") for row in _read(SHARED_DEV)]

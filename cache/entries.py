@@ -8,6 +8,7 @@ namespace's keys share one slot and its pipelines stay on one node):
     P:{N}:lru            zset    entry id -> last access time (eviction order)
     P:{N}:exp            zset    entry id -> expiry time (to forget entries Redis expired)
     P:namespaces         hash    N -> namespace name (for listings and invalidation)
+    P:{N}:refuse:<kh>    hash    questions the entry must not serve (cache/feedback.py)
 
 An entry id is `N.<key hash>`: it names its namespace and its exact key, no user text.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ class Candidate:
     entry_id: str
     question: str
     raw_response: bytes | str  # JSON, parsed only for the candidate the guard lets through
+    refusals: dict[bytes, bytes] = field(default_factory=dict)  # questions reported wrong
 
     def response(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.raw_response)
@@ -105,6 +107,11 @@ class EntryStore:
     def exp_key(self, nsh: str) -> str:
         return f"{self.prefix}:{{{nsh}}}:exp"
 
+    def refuse_key(self, nsh: str, kh: str) -> str:
+        """Kept per entry, not per scope: an entry id fixes its scope, and a refusal must
+        outlive the entry (a re-stored answer under the same id is the same mistake)."""
+        return f"{self.prefix}:{{{nsh}}}:refuse:{kh}"
+
     @property
     def namespaces_key(self) -> str:
         return f"{self.prefix}:namespaces"
@@ -124,18 +131,42 @@ class EntryStore:
         pipe.zadd(self.lru_key(parts[0]), {entry_id: time.time()}, xx=True)
         await pipe.execute()
 
+    async def answer_and_refusals(
+        self, entry_id: str
+    ) -> tuple[dict[str, Any] | None, dict[bytes, bytes]]:
+        """A semantic candidate's answer (None: gone) and refused questions, one round trip."""
+        parts = split_id(entry_id)
+        if parts is None:
+            return None, {}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.entry_key(*parts), "response")
+        pipe.hgetall(self.refuse_key(*parts))
+        raw, refusals = await pipe.execute()
+        return (json.loads(raw) if raw else None), refusals
+
     async def candidates(self, entry_ids: Sequence[str]) -> list[Candidate | None]:
-        """Question and response of each candidate (None where the entry is gone)."""
+        """Question, response and refused questions of each candidate (None where the entry
+        is gone)."""
         pipe = self.redis.pipeline(transaction=False)
         for entry_id in entry_ids:
-            pipe.hmget(self.key_of(entry_id) or "", ["question", "response"])
+            parts = split_id(entry_id)
+            pipe.hmget(self.entry_key(*parts) if parts else "", ["question", "response"])
+            pipe.hgetall(self.refuse_key(*parts) if parts else "")
+        result = await pipe.execute()
         out: list[Candidate | None] = []
-        for entry_id, (question, response) in zip(entry_ids, await pipe.execute(), strict=True):
+        for entry_id, (question, response), refusals in zip(
+            entry_ids, result[0::2], result[1::2], strict=True
+        ):
             if response is None:
                 out.append(None)
             else:
                 out.append(
-                    Candidate(entry_id=entry_id, question=_s(question), raw_response=response)
+                    Candidate(
+                        entry_id=entry_id,
+                        question=_s(question),
+                        raw_response=response,
+                        refusals=refusals,
+                    )
                 )
         return out
 

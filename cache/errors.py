@@ -9,3 +9,7 @@ class CacheError(Exception):
 
 class ConfigError(CacheError):
     """A cache setting (Redis URL, model path, threshold) cannot be used."""
+
+
+class RedisUnavailable(CacheError):
+    """An admin write could not reach Redis (request-path calls fail open instead)."""

@@ -5,7 +5,8 @@ CONTRACT (agreed between cache/ and gateway/; the cache work fills in the bodies
 `body` is the client's JSON request body as a dict (the cache decides which fields change
 the answer); `response` is the full, non-streamed OpenAI JSON response, which the gateway
 can replay as an SSE stream. No method raises because Redis is down or slow: lookups then
-report a miss and stores are dropped (fail open).
+report a miss, stores are dropped and admin reads come back empty (fail open); only
+`mark_wrong`, a write the operator must know did not happen, raises RedisUnavailable.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cache.embedder import Embedder, Vector
 from cache.entries import EntryStore, IndexRow, NewEntry, split_id
-from cache.errors import ConfigError
+from cache.errors import ConfigError, RedisUnavailable
 from cache.failopen import OUTAGE_ERRORS, FailOpen
+from cache.feedback import FeedbackStore, SemanticHit, refuses
 from cache.keys import canonical_request, exact_key, model_of, namespace_hash
 from cache.matching import (
     Guard,
@@ -49,6 +51,8 @@ RECENT_VECTORS = 256
 # noticed when its answer is read).
 RECENT_QUESTIONS = 8192
 ENTRY_INFO_FIELDS = ("namespace", "model", "question", "created", "hits", "expires")
+# A question this close to one reported wrong for an entry is refused by that entry too.
+REFUSAL_SIMILARITY = 0.95
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +76,16 @@ class EntryInfo:
     created_at: float
     hits: int
     ttl_s: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Asked:
+    """A semantic lookup's question, as the hit log and the refused pairs need it."""
+
+    namespace: str
+    model: str
+    query: SemanticQuery
+    vector: Vector
 
 
 class ResponseCache:
@@ -100,6 +114,10 @@ class ResponseCache:
         admin_timeout_s: time limit of admin operations (invalidate, entries, stats).
         language_gate: decides which questions may be matched by meaning at all (None: English
             only, read by all-MiniLM-L6-v2's tokenizer); others get exact caching only.
+        hit_log_size: semantic hits kept per namespace for operators to review (0: none).
+        hit_log_ttl_s: how long a logged hit (both questions' text) is kept.
+        refusal_similarity: a question at least this similar to one reported wrong for an
+            entry is not served by that entry either.
     """
 
     def __init__(
@@ -121,6 +139,9 @@ class ResponseCache:
         embed_timeout_s: float = 1.0,
         admin_timeout_s: float = 5.0,
         language_gate: Gate | None = None,
+        hit_log_size: int = 1000,
+        hit_log_ttl_s: int = 7 * 86_400,
+        refusal_similarity: float = REFUSAL_SIMILARITY,
         logger: logging.Logger | None = None,
     ) -> None:
         if default_ttl_s <= 0 or max_entries_per_namespace <= 0:
@@ -149,6 +170,10 @@ class ResponseCache:
         )
         self.entries_store = EntryStore(self.redis, prefix=key_prefix)
         self.stats_store = StatsStore(self.redis, prefix=key_prefix)
+        self.feedback = FeedbackStore(
+            self.redis, prefix=key_prefix, log_size=hit_log_size, log_ttl_s=hit_log_ttl_s
+        )
+        self.refusal_similarity = refusal_similarity
         dim = embedder.dim if embedder is not None else 1
         self.index: VectorIndex = index if index is not None else ScopedIndex(dim)
         self.sync = ReplicaSync(
@@ -200,8 +225,13 @@ class ResponseCache:
         *,
         exact: bool = True,
         semantic: bool = True,
+        similarity_threshold: float | None = None,
     ) -> CacheHit | None:
-        """Exact lookup, then semantic lookup within the request's scope (each if asked)."""
+        """Exact lookup, then semantic lookup within the request's scope (each if asked).
+
+        similarity_threshold: a stricter one for this lookup (a tenant's); never below the
+        cache's own.
+        """
         # Canonicalised once: the exact key and the semantic scope are both cut from it.
         canonical = canonical_request(namespace, endpoint, body) if exact else None
         if exact:
@@ -217,7 +247,8 @@ class ResponseCache:
         if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
             return None
         try:
-            return await self._semantic_lookup(namespace, endpoint, body, canonical)
+            threshold = max(self.similarity_threshold, similarity_threshold or 0.0)
+            return await self._semantic_lookup(namespace, endpoint, body, canonical, threshold)
         except Exception:
             # A fault in the embedder, index or guard costs one model call, not the request.
             self.logger.exception("cache: semantic lookup failed; treated as a miss")
@@ -229,8 +260,10 @@ class ResponseCache:
         endpoint: Endpoint,
         body: dict[str, Any],
         canonical: dict[str, Any] | None,
+        threshold: float,
     ) -> CacheHit | None:
-        """Nearest cached questions in the scope, above the threshold, that the guard allows."""
+        """Nearest cached questions in the scope, above the threshold, that the guard allows
+        and that were not reported wrong for this question."""
         query = self._semantic_query(namespace, endpoint, body, canonical)
         if query is None:
             return None
@@ -238,33 +271,37 @@ class ResponseCache:
         if vector is None:
             return None
         neighbours = self.index.search(
-            query.scope, vector, k=self.max_candidates, min_similarity=self.similarity_threshold
+            query.scope, vector, k=self.max_candidates, min_similarity=threshold
         )
         own = namespace_hash(namespace) + "."
         neighbours = [n for n in neighbours if n.entry_id.startswith(own)]
         if not neighbours:
             return None
+        asked = _Asked(namespace=namespace, model=model_of(body), query=query, vector=vector)
         questions = [self._questions.get(n.entry_id) for n in neighbours]
         if None in questions:
-            return await self._fetch_and_check(neighbours, query.question)
+            return await self._fetch_and_check(neighbours, asked)
         # Every candidate's question is known (an entry id fixes its question), so the guard
-        # runs first and only the answer it lets through is read from Redis.
+        # runs first and only the answer it lets through is read from Redis, with the
+        # questions reported wrong for it in the same round trip.
         for neighbour, question in zip(neighbours, questions, strict=True):
             assert question is not None
             if not await self._allows(question, query.question, neighbour):
                 continue
             fetched = await self.failopen.run(
-                functools.partial(self._response_of, neighbour.entry_id),
+                functools.partial(self.entries_store.answer_and_refusals, neighbour.entry_id),
                 None,
                 what="semantic lookup",
             )
             if fetched is None:
                 return None  # Redis unavailable
-            response = fetched[0]
+            response, refusals = fetched
             if response is None:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue
-            return self._semantic_hit(neighbour, response)
+            if self._refused(refusals, asked):
+                continue
+            return self._semantic_hit(asked, neighbour, question, response)
         return None
 
     def _semantic_query(
@@ -290,10 +327,9 @@ class ResponseCache:
             return None
         return replace(query, scope=f"{query.scope}.{route.language}.{route.path}")
 
-    async def _fetch_and_check(
-        self, neighbours: list[Neighbour], new_question: str
-    ) -> CacheHit | None:
-        """Reads every candidate's question and answer in one round trip, then guards them."""
+    async def _fetch_and_check(self, neighbours: list[Neighbour], asked: _Asked) -> CacheHit | None:
+        """Reads every candidate's question, answer and refusals in one round trip, then
+        guards them."""
         candidates = await self.failopen.run(
             lambda: self.entries_store.candidates([n.entry_id for n in neighbours]),
             None,
@@ -306,21 +342,42 @@ class ResponseCache:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue
             self._remember_question(candidate.entry_id, candidate.question)
-            if await self._allows(candidate.question, new_question, neighbour):
-                return self._semantic_hit(neighbour, candidate.response())
+            if self._refused(candidate.refusals, asked):
+                continue
+            if await self._allows(candidate.question, asked.query.question, neighbour):
+                return self._semantic_hit(
+                    asked, neighbour, candidate.question, candidate.response()
+                )
         return None
 
     async def _allows(self, cached_question: str, new_question: str, neighbour: Neighbour) -> bool:
         similarity = neighbour.similarity if self._guard_takes_similarity else None
         return await guard_allows(self.guard, cached_question, new_question, similarity=similarity)
 
-    async def _response_of(self, entry_id: str) -> tuple[dict[str, Any] | None]:
-        """The entry's answer, boxed so that None (gone) differs from a failed read."""
-        parts = split_id(entry_id)
-        return (await self.entries_store.get_response(*parts) if parts else None,)
+    def _refused(self, refusals: dict[bytes, bytes], asked: _Asked) -> bool:
+        return refuses(
+            refusals, asked.query.question, asked.vector, min_similarity=self.refusal_similarity
+        )
 
-    def _semantic_hit(self, neighbour: Neighbour, response: dict[str, Any]) -> CacheHit:
+    def _semantic_hit(
+        self,
+        asked: _Asked,
+        neighbour: Neighbour,
+        cached_question: str,
+        response: dict[str, Any],
+    ) -> CacheHit:
         self._in_background(self.entries_store.touch(neighbour.entry_id), "hit count")
+        logged: dict[str, str | float | None] = {
+            "namespace": asked.namespace,
+            "model": asked.model,
+            "scope": asked.query.scope,
+            "entry_id": neighbour.entry_id,
+            "cached_question": cached_question,
+            "new_question": asked.query.question,
+            "similarity": neighbour.similarity,
+        }
+        nsh = neighbour.entry_id.partition(".")[0]
+        self._in_background(self.feedback.log_hit(nsh, logged), "hit log")
         return CacheHit(
             kind="semantic",
             entry_id=neighbour.entry_id,
@@ -366,12 +423,14 @@ class ResponseCache:
         response: dict[str, Any],
         *,
         ttl_s: int | None = None,
+        semantic: bool = True,
     ) -> str | None:
-        """Stores under the exact key and in the semantic index; returns the entry id."""
+        """Stores under the exact key and (unless `semantic` is False, for a namespace with
+        exact caching only) in the semantic index; returns the entry id."""
         canonical = canonical_request(namespace, endpoint, body)
         query = (
             self._semantic_query(namespace, endpoint, body, canonical)
-            if self.semantic_enabled
+            if semantic and self.semantic_enabled
             else None
         )
         vector = await self._embed(query.question) if query is not None else None
@@ -528,6 +587,82 @@ class ResponseCache:
                 )
             )
         return out
+
+    async def semantic_hits(
+        self, *, namespace: str | None = None, limit: int = 50
+    ) -> list[SemanticHit]:
+        """The most recent semantic hits, newest first, for operators to review."""
+        hits = await self.failopen.run(
+            lambda: self._namespace_hashes(namespace, self.feedback.hits, limit),
+            None,
+            what="semantic hits",
+            timeout_s=self.admin_timeout_s,
+        )
+        return hits or []
+
+    async def negatives(
+        self, *, namespace: str | None = None, limit: int = 1000
+    ) -> list[SemanticHit]:
+        """Hits reported wrong (labelled negatives), most recently reported first."""
+        found = await self.failopen.run(
+            lambda: self._namespace_hashes(namespace, self.feedback.negatives, limit),
+            None,
+            what="negatives",
+            timeout_s=self.admin_timeout_s,
+        )
+        return found or []
+
+    async def _namespace_hashes(
+        self,
+        namespace: str | None,
+        read: Callable[..., Awaitable[list[SemanticHit]]],
+        limit: int,
+    ) -> list[SemanticHit]:
+        hashes = (
+            [namespace_hash(namespace)]
+            if namespace is not None
+            else list(await self.entries_store.namespaces())
+        )
+        return await read(hashes, limit=limit)
+
+    async def mark_wrong(self, hit_id: str) -> SemanticHit | None:
+        """Reports a logged semantic hit wrong: its entry never serves that question (or one
+        within `refusal_similarity` of it) again, on every replica from the next lookup; the
+        pair is kept as a labelled negative and counted. None when the hit is unknown (or
+        has left the log); a repeated report changes nothing. Raises RedisUnavailable."""
+        unavailable = object()
+        hit = await self.failopen.run(
+            lambda: self.feedback.hit(hit_id),
+            unavailable,
+            what="mark wrong",
+            timeout_s=self.admin_timeout_s,
+        )
+        if hit is unavailable:
+            raise RedisUnavailable("Redis did not answer; the hit was not marked")
+        if not isinstance(hit, SemanticHit):
+            return None
+        parts = split_id(hit.entry_id)
+        if parts is None:
+            return None
+        # The vector refuses rewordings too; without one, the normalised text alone.
+        vector = await self._embed(hit.new_question) if self.semantic_enabled else None
+        first = await self.failopen.run(
+            lambda: self.feedback.report(
+                hit, vector, refuse_key=self.entries_store.refuse_key(*parts)
+            ),
+            None,
+            what="mark wrong",
+            timeout_s=self.admin_timeout_s,
+        )
+        if first is None:
+            raise RedisUnavailable("Redis did not answer; the hit was not marked")
+        if first:
+            await self.failopen.run(
+                lambda: self.stats_store.record(hit.namespace, hit.model, "wrong", None),
+                None,
+                what="stats",
+            )
+        return replace(hit, wrong=True, reported_at=hit.reported_at or time.time())
 
     async def ping(self) -> bool:
         """True when Redis answers now (for /ready)."""

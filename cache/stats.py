@@ -3,7 +3,8 @@
 Layout (P = key prefix): `P:stats:all` (since counting began), `P:stats:m:<minute>` (one per
 minute, kept 2 h) and `P:stats:s:<5 s slot>` (kept 3 min). Each is a hash whose fields are
 `c|namespace|model|outcome` -> count and `l|namespace|model|bin` -> count, where latency bins
-are 10 % wide on a log scale, so p50/p99 are read back within 10 %.
+are 10 % wide on a log scale, so p50/p99 are read back within 10 %. The outcome `wrong` is not
+a request: it counts semantic hits an operator reported wrong, when they were reported.
 The last minute is the last twelve 5-second slots; the last hour is the current minute and
 the 59 before it.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from cache.redis_client import RedisClient
 
-OUTCOMES = ("exact", "semantic", "miss", "bypass", "store")
+OUTCOMES = ("exact", "semantic", "miss", "bypass", "store", "wrong")
 SEP = "\x1f"
 BIN_BASE_MS = 0.01
 BIN_GROWTH = 1.1
@@ -61,6 +62,11 @@ class _Tally:
             "stores": self.counts["store"],
             "requests": requests,
             "hit_rate": hits / requests if requests else None,
+            "reported_wrong": self.counts["wrong"],
+            # A floor on the false-hit rate: only what operators found and reported.
+            "false_hit_rate": (
+                self.counts["wrong"] / self.counts["semantic"] if self.counts["semantic"] else None
+            ),
             "latency_ms": {
                 "p50": self._percentile(0.50),
                 "p99": self._percentile(0.99),

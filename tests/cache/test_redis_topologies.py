@@ -1,10 +1,11 @@
 """The whole ResponseCache on a real Redis Cluster and a real Sentinel set-up.
 
-Every behaviour test of test_response_cache.py runs here again (store and exact lookup,
-semantic lookup, namespace isolation, TTL, LRU bound, invalidation, paged listing, stats,
-replica sync), through `redis+cluster://` and `redis+sentinel://` URLs: this module's `redis`
-fixture replaces the fakeredis / standalone one for them. Then what only these topologies
-have: namespaces spread over cluster nodes, and a Sentinel fail-over.
+Every behaviour test of test_response_cache.py and test_feedback.py runs here again (store
+and exact lookup, semantic lookup, namespace isolation, TTL, LRU bound, invalidation, paged
+listing, stats, replica sync, the semantic-hit log and wrong reports), through
+`redis+cluster://` and `redis+sentinel://` URLs: this module's `redis` fixture replaces the
+fakeredis / standalone one for them. Then what only these topologies have: namespaces spread
+over cluster nodes, and a Sentinel fail-over.
 
 Each topology is started once for the module (a few seconds); the fail-over test starts its
 own, since it changes who is master.
@@ -25,7 +26,7 @@ from cache.keys import namespace_hash
 from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
-from tests.cache import test_response_cache
+from tests.cache import test_feedback, test_response_cache
 from tests.cache.conftest import CacheFactory, answer, assert_fails_open, chat
 from tests.cache.fakes import FakeEmbedder
 from tests.cache.topologies import (
@@ -39,9 +40,10 @@ from tests.cache.topologies import (
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 # The behaviour tests, collected again in this module so they run on each topology below.
-globals().update(
-    {name: test for name, test in vars(test_response_cache).items() if name.startswith("test_")}
-)
+for _module in (test_response_cache, test_feedback):
+    globals().update(
+        {name: test for name, test in vars(_module).items() if name.startswith("test_")}
+    )
 
 
 @pytest.fixture(scope="module", params=["cluster", "sentinel"])

@@ -280,13 +280,13 @@ async def test_known_candidates_are_guarded_before_their_answers_are_read(
     entry_id = await cache.store("ns", "chat", chat("cheap flights to Paris in May"), answer("A"))
     assert entry_id is not None
     reads: list[str] = []
-    get_response = cache.entries_store.get_response
+    read = cache.entries_store.answer_and_refusals
 
-    async def counted(nsh: str, kh: str) -> dict[str, object] | None:
-        reads.append(f"{nsh}.{kh}")
-        return await get_response(nsh, kh)
+    async def counted(entry_id: str) -> tuple[dict[str, object] | None, dict[bytes, bytes]]:
+        reads.append(entry_id)
+        return await read(entry_id)
 
-    cache.entries_store.get_response = counted  # type: ignore[method-assign]
+    cache.entries_store.answer_and_refusals = counted  # type: ignore[method-assign]
     first = await cache.lookup("ns", "chat", chat("in May cheap flights to Paris"), exact=False)
     assert first is not None and first.response == answer("A")
     assert reads == []  # the first time, question and answer came in one round trip
@@ -312,10 +312,10 @@ async def test_known_candidate_read_fails_open(make_cache: CacheFactory) -> None
     await cache.store("ns", "chat", chat("cheap flights to Paris in May"), answer("A"))
     assert await cache.lookup("ns", "chat", chat("in May cheap flights to Paris")) is not None
 
-    async def down(nsh: str, kh: str) -> None:
+    async def down(entry_id: str) -> None:
         raise ConnectionError("Redis went away")
 
-    cache.entries_store.get_response = down  # type: ignore[method-assign]
+    cache.entries_store.answer_and_refusals = down  # type: ignore[method-assign]
     assert await cache.lookup("ns", "chat", chat("May cheap flights to Paris"), exact=False) is None
     assert cache.failopen.outages == 1 and not cache.failopen.healthy
     assert len(cache.index) == 1  # an outage is not a removal

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import admin, proxy
-from gateway.auth import Authenticator, load_keys
+from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.metrics import CONTENT_TYPE
 from gateway.recorder import OutcomeRecorder
@@ -95,6 +95,7 @@ def create_app(
     the ones built from the settings are opened and closed with the app."""
     config = settings or GatewaySettings()
     keys = load_keys(inline=config.api_keys, path=config.api_keys_file)
+    tenants = load_tenant_settings(inline=config.api_keys, path=config.api_keys_file)
     auth = Authenticator(keys, admin_token=config.admin_token, default_tenant=config.default_tenant)
 
     @asynccontextmanager
@@ -124,6 +125,7 @@ def create_app(
                 default_ttl_s=config.cache_ttl_s,
                 max_ttl_s=config.max_ttl_s,
                 semantic=config.semantic,
+                tenants=tenants,
                 cache_timeout_s=config.cache_timeout_s,
                 cache_sampled=config.cache_sampled,
                 speculate=config.speculative_upstream,

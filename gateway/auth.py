@@ -1,37 +1,88 @@
-"""API keys to tenant namespaces, and the separate admin token."""
+"""API keys to tenant namespaces (with each tenant's semantic settings), and the admin token."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import Unauthorized
 
+_SWITCH = {"on": True, "true": True, "off": False, "false": False}
+KEY_ENTRY_FORM = "KEY=TENANT [semantic=on|off] [semantic_threshold=X]"
 
-def parse_key_pairs(lines: Iterable[str]) -> dict[str, str]:
-    """Reads `KEY=TENANT` items (blank items and `#` comments skipped)."""
-    keys: dict[str, str] = {}
+
+@dataclass(frozen=True, kw_only=True)
+class TenantSettings:
+    """A tenant's own semantic-cache settings, given on its key lines (None: the gateway's).
+
+    They can only narrow the gateway's: semantic matching off where the gateway has it on, a
+    similarity threshold above the gateway's (a lower one changes nothing).
+    """
+
+    semantic: bool | None = None
+    semantic_threshold: float | None = None
+
+
+def _option(option: str) -> tuple[str, bool | float]:
+    name, _, value = option.partition("=")
+    if name == "semantic" and value.lower() in _SWITCH:
+        return name, _SWITCH[value.lower()]
+    if name == "semantic_threshold":
+        with contextlib.suppress(ValueError):
+            if 0.0 < (threshold := float(value)) <= 1.0:
+                return name, threshold
+    raise ValueError(
+        f"API key option {option!r}: expected semantic=on|off or semantic_threshold=X "
+        "with 0 < X <= 1"
+    )
+
+
+def _entries(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(key, tenant, options) of each `KEY=TENANT [options]` item (blanks and `#` comments
+    skipped). Error messages never quote the key."""
     for raw in lines:
         item = raw.split("#", 1)[0].strip()
         if not item:
             continue
-        key, sep, tenant = item.partition("=")
-        if not sep or not key.strip() or not tenant.strip():
-            raise ValueError("API key entries must look like KEY=TENANT")
-        keys[key.strip()] = tenant.strip()
-    return keys
+        key, sep, rest = item.partition("=")
+        tenant, *options = rest.split() or [""]
+        key = key.strip()
+        if not sep or not key or not tenant or any(c.isspace() for c in key):
+            raise ValueError(f"API key entries must look like {KEY_ENTRY_FORM}")
+        yield key, tenant, dict(_option(option) for option in options)
+
+
+def parse_key_pairs(lines: Iterable[str]) -> dict[str, str]:
+    """Reads `KEY=TENANT` items (blank items and `#` comments skipped; options ignored)."""
+    return {key: tenant for key, tenant, _ in _entries(lines)}
+
+
+def _key_lines(inline: str | None, path: Path | None) -> list[str]:
+    """The keys file's lines, then the environment's items (which win for a repeated key)."""
+    lines = path.read_text().splitlines() if path is not None else []
+    return lines + (inline.split(",") if inline else [])
 
 
 def load_keys(*, inline: str | None, path: Path | None) -> dict[str, str]:
     """Merges keys from the environment string and the keys file."""
-    keys: dict[str, str] = {}
-    if path is not None:
-        keys.update(parse_key_pairs(path.read_text().splitlines()))
-    if inline:
-        keys.update(parse_key_pairs(inline.split(",")))
-    return keys
+    return parse_key_pairs(_key_lines(inline, path))
+
+
+def load_tenant_settings(*, inline: str | None, path: Path | None) -> dict[str, TenantSettings]:
+    """Each tenant's settings, gathered over all its keys; two keys of a tenant that give
+    different values for one setting are an error, not a silent choice."""
+    merged: dict[str, dict[str, Any]] = {}
+    for _, tenant, options in _entries(_key_lines(inline, path)):
+        mine = merged.setdefault(tenant, {})
+        for name, value in options.items():
+            if mine.setdefault(name, value) != value:
+                raise ValueError(f"tenant {tenant!r} is given two different values of {name}")
+    return {tenant: TenantSettings(**options) for tenant, options in merged.items() if options}
 
 
 def _digest(secret: str) -> bytes:

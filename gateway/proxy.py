@@ -205,7 +205,7 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
         if shared is not None:
             return shared
         if policy.lookup:
-            speculate = svc.speculate and svc.semantic
+            speculate = svc.speculate and svc.semantic_for(tenant)
             hit = await svc.lookup(tenant, endpoint, body, semantic=not speculate)
             if hit is not None:
                 return _answer(call, hit.response, hit.kind, hit=hit)

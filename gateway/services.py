@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, TenantSettings
 from gateway.flight import SingleFlight
 from gateway.metrics import GatewayMetrics
 from gateway.recorder import OutcomeRecorder
@@ -30,6 +30,7 @@ class Cache(Protocol):
         *,
         exact: bool = True,
         semantic: bool = True,
+        similarity_threshold: float | None = None,
     ) -> CacheHit | None: ...
 
     async def store(
@@ -40,6 +41,7 @@ class Cache(Protocol):
         response: dict[str, Any],
         *,
         ttl_s: int | None = None,
+        semantic: bool = True,
     ) -> str | None: ...
 
     async def record(
@@ -74,6 +76,7 @@ class Services:
     default_ttl_s: int
     max_ttl_s: int
     semantic: bool = True
+    tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     cache_timeout_s: float = 2.0
     cache_sampled: bool = False
     speculate: bool = True
@@ -105,6 +108,11 @@ class Services:
             self._cache_failing = False
             log.warning("cache answers again")
 
+    def semantic_for(self, tenant: str) -> bool:
+        """Whether this tenant's questions are matched by meaning (exact caching only if not)."""
+        own = self.tenants.get(tenant)
+        return self.semantic and (own is None or own.semantic is not False)
+
     async def lookup(
         self,
         tenant: str,
@@ -116,12 +124,19 @@ class Services:
     ) -> CacheHit | None:
         """Cache lookup that never fails the request: errors and slowness count as a miss.
 
-        exact, semantic: which stages to run (semantic only where the gateway enables it).
+        exact, semantic: which stages to run (semantic only where the gateway and the tenant
+        enable it, at the tenant's threshold if it has a stricter one).
         """
+        own = self.tenants.get(tenant)
         try:
             async with asyncio.timeout(self.cache_timeout_s):
                 hit = await self.cache.lookup(
-                    tenant, endpoint, body, exact=exact, semantic=semantic and self.semantic
+                    tenant,
+                    endpoint,
+                    body,
+                    exact=exact,
+                    semantic=semantic and self.semantic_for(tenant),
+                    similarity_threshold=own.semantic_threshold if own else None,
                 )
         except Exception as exc:
             self.cache_failed("lookup", exc)
@@ -139,7 +154,9 @@ class Services:
     ) -> None:
         """Stores an answer, dropping it quietly if the cache is unavailable."""
         try:
-            await self.cache.store(tenant, endpoint, body, answer, ttl_s=ttl)
+            await self.cache.store(
+                tenant, endpoint, body, answer, ttl_s=ttl, semantic=self.semantic_for(tenant)
+            )
         except Exception as exc:
             self.cache_failed("store", exc)
 

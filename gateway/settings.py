@@ -29,10 +29,13 @@ class GatewaySettings(BaseSettings):
     )
     api_keys: str | None = Field(
         default=None,
-        description="Comma-separated KEY=TENANT pairs; unset with no keys file = open.",
+        description="Comma-separated KEY=TENANT items, each optionally followed by the "
+        "tenant's semantic=off and semantic_threshold=X; unset with no keys file = open.",
     )
     api_keys_file: Path | None = Field(
-        default=None, description="File of KEY=TENANT lines (# comments); merged with api_keys."
+        default=None,
+        description="File of KEY=TENANT lines (# comments; the same options as api_keys); "
+        "merged with api_keys.",
     )
     admin_token: str | None = Field(
         default=None, description="Bearer token for /admin routes; unset = admin routes refuse all."

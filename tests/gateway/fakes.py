@@ -230,6 +230,7 @@ class FakeResponseCache:
         *,
         exact: bool = True,
         semantic: bool = True,
+        similarity_threshold: float | None = None,
     ) -> CacheHit | None:
         self._check()
         entry = self.exact.get(_exact(namespace, endpoint, body)) if exact else None
@@ -258,6 +259,7 @@ class FakeResponseCache:
         response: dict[str, Any],
         *,
         ttl_s: int | None = None,
+        semantic: bool = True,
     ) -> str | None:
         self._check()
         entry = _Entry(
@@ -269,7 +271,8 @@ class FakeResponseCache:
             ttl_s=ttl_s or 86_400,
         )
         self.exact[_exact(namespace, endpoint, body)] = entry
-        self.scoped[(_scope(namespace, endpoint, body), _normal(_question(body)))] = entry
+        if semantic:
+            self.scoped[(_scope(namespace, endpoint, body), _normal(_question(body)))] = entry
         return entry.entry_id
 
     async def record(

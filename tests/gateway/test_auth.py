@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import Authenticator, load_keys
+from gateway.auth import Authenticator, TenantSettings, load_keys, load_tenant_settings
 from gateway.errors import Unauthorized
 
 
@@ -17,6 +17,44 @@ def test_keys_from_file_and_environment(tmp_path: Path) -> None:
     assert keys == {"sk-a": "acme", "sk-b": "override", "sk-c": "initech"}
     with pytest.raises(ValueError):
         load_keys(inline="no-tenant-here", path=None)
+
+
+def test_key_lines_carry_their_tenants_semantic_settings(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(
+        "sk-a = acme semantic=off  # exact caching only\n"
+        "sk-a2=acme\n"
+        "sk-b=globex semantic_threshold=0.93 semantic=on\n"
+    )
+    inline = "sk-c=initech,sk-b2=globex semantic_threshold=0.93"
+    assert load_keys(inline=inline, path=keys_file) == {
+        "sk-a": "acme",
+        "sk-a2": "acme",
+        "sk-b": "globex",
+        "sk-c": "initech",
+        "sk-b2": "globex",
+    }
+    assert load_tenant_settings(inline=inline, path=keys_file) == {
+        "acme": TenantSettings(semantic=False),
+        "globex": TenantSettings(semantic=True, semantic_threshold=0.93),
+    }
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "sk-secret=acme semantic=maybe",
+        "sk-secret=acme semantic_threshold=1.5",
+        "sk-secret=acme semantic_threshold=nan",
+        "sk-secret=my team",  # tenant names cannot hold spaces: "team" is no option
+        "sk-secret semantic=off",  # no tenant: the key would have been "sk-secret semantic"
+        "sk-secret=acme semantic=off,sk-secret2=acme semantic=on",  # one tenant, two values
+    ],
+)
+def test_bad_key_options_are_refused_without_quoting_the_key(item: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        load_tenant_settings(inline=item, path=None)
+    assert "sk-secret" not in str(refused.value)
 
 
 def test_open_mode_puts_everyone_in_the_default_tenant() -> None:

@@ -1,4 +1,5 @@
-"""Admin routes: statistics, cache invalidation and entry listing, behind the admin token."""
+"""Admin routes: statistics, cache invalidation, entry listing and feedback on semantic hits,
+behind the admin token."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.errors import BadRequest
+from cache.errors import RedisUnavailable
+from gateway.errors import BadRequest, CacheUnavailable, NotFound
 from gateway.metrics import backend_batch_stats
 from gateway.services import Services
 
@@ -100,3 +102,39 @@ async def list_entries(request: Request) -> JSONResponse:
             "next_offset": offset + len(page) if len(page) == limit else None,
         }
     )
+
+
+async def semantic_hits(request: Request) -> JSONResponse:
+    """GET /admin/semantic-hits?tenant=&limit=: the latest semantic hits, newest first, with
+    both questions, for an operator to review."""
+    svc = _services(request)
+    limit = _int_param(request, "limit", 50, low=1, high=100_000)
+    tenant = request.query_params.get("tenant") or None
+    hits = await svc.cache.semantic_hits(namespace=tenant, limit=limit)
+    return JSONResponse({"data": [dataclasses.asdict(hit) for hit in hits], "limit": limit})
+
+
+async def mark_wrong(request: Request) -> JSONResponse:
+    """POST /admin/semantic-hits/{hit_id}/wrong: that entry never serves that question (or
+    one like it) again, on any replica; the pair is kept as a labelled negative and counted."""
+    svc = _services(request)
+    try:
+        hit = await svc.cache.mark_wrong(request.path_params["hit_id"])
+    except RedisUnavailable:
+        raise CacheUnavailable("Redis did not answer: the hit was not marked wrong.") from None
+    if hit is None:
+        raise NotFound(
+            "No such semantic hit in the log (unknown id, or older than the log keeps).",
+            param="hit_id",
+        )
+    return JSONResponse({"marked_wrong": dataclasses.asdict(hit)})
+
+
+async def semantic_negatives(request: Request) -> JSONResponse:
+    """GET /admin/semantic-negatives?tenant=&limit=: hits reported wrong, most recently
+    reported first: labelled pairs for training a verifier."""
+    svc = _services(request)
+    limit = _int_param(request, "limit", 1000, low=1, high=1_000_000)
+    tenant = request.query_params.get("tenant") or None
+    found = await svc.cache.negatives(namespace=tenant, limit=limit)
+    return JSONResponse({"data": [dataclasses.asdict(hit) for hit in found], "limit": limit})

@@ -82,6 +82,9 @@ ROUTES = [
     Route("/admin/stats", admin.stats, methods=["GET"]),
     Route("/admin/cache", admin.delete_cache, methods=["DELETE"]),
     Route("/admin/cache/entries", admin.list_entries, methods=["GET"]),
+    Route("/admin/semantic-hits", admin.semantic_hits, methods=["GET"]),
+    Route("/admin/semantic-hits/{hit_id}/wrong", admin.mark_wrong, methods=["POST"]),
+    Route("/admin/semantic-negatives", admin.semantic_negatives, methods=["GET"]),
 ]
 
 

@@ -63,6 +63,8 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         op_timeout_s=settings.redis_timeout_s,
         embed_timeout_s=settings.embed_timeout_s,
         language_gate=language_gate,
+        hit_log_size=settings.semantic_hit_log_size,
+        hit_log_ttl_s=settings.semantic_hit_log_ttl_s,
         **options,
     )
     try:

@@ -37,6 +37,22 @@ class Unauthorized(GatewayError):
     code = "invalid_api_key"
 
 
+class NotFound(GatewayError):
+    """An admin route names something that does not exist (any more)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class CacheUnavailable(GatewayError):
+    """An admin write could not reach Redis; the operator must know it did not happen."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "cache_unavailable"
+
+
 class BodyTooLarge(GatewayError):
     """The request body is past the configured limit."""
 

@@ -8,6 +8,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cache.feedback import SemanticHit
 from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
 from gateway.auth import Authenticator, TenantSettings
 from gateway.flight import SingleFlight
@@ -61,6 +62,16 @@ class Cache(Protocol):
     async def entries(
         self, *, namespace: str | None = None, offset: int = 0, limit: int = 50
     ) -> list[EntryInfo]: ...
+
+    async def semantic_hits(
+        self, *, namespace: str | None = None, limit: int = 50
+    ) -> list[SemanticHit]: ...
+
+    async def mark_wrong(self, hit_id: str) -> SemanticHit | None: ...
+
+    async def negatives(
+        self, *, namespace: str | None = None, limit: int = 1000
+    ) -> list[SemanticHit]: ...
 
     async def ping(self) -> bool: ...
 

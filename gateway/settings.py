@@ -61,6 +61,14 @@ class GatewaySettings(BaseSettings):
         default=None,
         description="Cosine similarity needed for a semantic hit; unset = cache default.",
     )
+    semantic_hit_log_size: int = Field(
+        default=1000,
+        description="Semantic hits kept per tenant in Redis (both questions' text) for review "
+        "and wrong reports at /admin/semantic-hits; 0 keeps none.",
+    )
+    semantic_hit_log_ttl_s: int = Field(
+        default=7 * 86_400, description="Longest a logged semantic hit is kept."
+    )
     embedding_model: str | None = Field(
         default=None, description="sentence-transformers model path; unset = all-MiniLM-L6-v2."
     )

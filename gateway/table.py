@@ -57,8 +57,31 @@ def _row(name: str, summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _wrong_rows(shared: dict[str, Any]) -> list[list[str]]:
+    """Overall and per tenant, from the counters in Redis: reports come in on any replica."""
+
+    def row(name: str, tally: dict[str, Any]) -> list[str]:
+        rate = tally.get("false_hit_rate")
+        return [
+            name,
+            _cell(tally.get("semantic", 0)),
+            _cell(tally.get("reported_wrong", 0)),
+            "-" if rate is None else f"{rate:.1%}",
+        ]
+
+    if "overall" not in shared:
+        return []
+    tenants = [
+        row(f"tenant {t}", tally)
+        for t, tally in shared.get("namespaces", {}).items()
+        if tally.get("semantic") or tally.get("reported_wrong")
+    ]
+    return [row("overall", shared["overall"]), *tenants]
+
+
 def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
-    """Overall, per-tenant and per-model rows for one window, then the backends' batching."""
+    """Overall, per-tenant and per-model rows for one window, semantic hits reported wrong,
+    then the backends' batching."""
     gateway = stats.get("gateway", {})
     data = gateway.get(window, {})
     header = ["", *(title for title, _ in _COLUMNS), "hit ms p50/p99", "miss ms p50/p99"]
@@ -76,6 +99,11 @@ def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
         f"By tenant and model ({window.replace('_', ' ')})",
         _grid(header, rows),
     ]
+    wrong = _wrong_rows(stats.get("cache", {}).get(window, {}))
+    if wrong:
+        header = ["", "semantic hits", "reported wrong", "wrong / semantic"]
+        title = f"Semantic hits reported wrong (all gateways, {window.replace('_', ' ')})"
+        parts += ["", title, _grid(header, wrong)]
     backends = stats.get("backends", {})
     if backends:
         b_header = ["backend", "up", "outstanding", "queue", "batches", "mean batch",

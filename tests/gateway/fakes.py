@@ -207,7 +207,8 @@ class _Entry:
 
 class FakeResponseCache:
     """The ResponseCache contract in memory. A paraphrase is the same words after lowercasing
-    and dropping punctuation (similarity 0.95). `down = True` makes every call raise."""
+    and dropping punctuation (similarity 0.95). `down = True` makes every call raise. Feedback on
+    semantic hits (hit log, wrong reports) is left out: its tests use the real ResponseCache."""
 
     def __init__(self) -> None:
         self.exact: dict[str, _Entry] = {}

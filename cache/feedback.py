@@ -44,7 +44,7 @@ class SemanticHit:
     cached_question: str
     new_question: str
     similarity: float
-    score: float | None = None  # the verifier's own confidence, once it gives one
+    score: float | None = None  # the verifier's score of the pair (a logit)
     at: float
     wrong: bool = False
     reported_at: float | None = None

@@ -28,16 +28,10 @@ from cache.errors import ConfigError, RedisUnavailable
 from cache.failopen import OUTAGE_ERRORS, FailOpen
 from cache.feedback import FeedbackStore, SemanticHit, refuses
 from cache.keys import canonical_request, exact_key, model_of, namespace_hash
-from cache.matching import (
-    Guard,
-    default_guard,
-    default_similarity_threshold,
-    guard_allows,
-    takes_similarity,
-)
 from cache.redis_client import RedisClient, connect_redis
 from cache.scope import SemanticQuery, semantic_query
 from cache.semantic.language import Gate, english_gate
+from cache.semantic.verifier import Verdict, Verifier, load_verifier
 from cache.stats import StatsStore
 from cache.sync import ReplicaSync
 from cache.vector_index import Neighbour, ScopedIndex, VectorIndex
@@ -101,13 +95,13 @@ class ResponseCache:
         default_ttl_s: lifetime of an entry unless `store(ttl_s=...)` says otherwise.
         max_entries_per_namespace: LRU bound; the least recently used entries leave first.
         similarity_threshold: minimum cosine similarity for a semantic candidate (None: the
-            tuned default).
+            one the verifier was calibrated with).
         semantic_enabled: False keeps only the exact cache (no embedding at all).
         op_timeout_s: time limit of each Redis operation on the request path.
-        guard: `(cached_question, new_question) -> bool` verifier for semantic candidates
-            (None: the installed guard).
+        verifier: decides whether a candidate's answer fits the new question (None: the
+            trained verifier, cache/semantic/verifier.py, trained on first use if need be).
         index: the vector index (None: exact search partitioned by scope).
-        max_candidates: nearest neighbours checked by the guard, best first.
+        max_candidates: nearest neighbours offered to the verifier, best first.
         sync_interval_s: how often the replica-sync stream is polled.
         probe_interval_s: during an outage, how often a request may try Redis again.
         embed_timeout_s: a semantic lookup waiting longer than this for its embedding misses.
@@ -131,7 +125,7 @@ class ResponseCache:
         similarity_threshold: float | None = None,
         semantic_enabled: bool = True,
         op_timeout_s: float = 0.05,
-        guard: Guard | None = None,
+        verifier: Verifier | None = None,
         index: VectorIndex | None = None,
         max_candidates: int = 4,
         sync_interval_s: float = 0.2,
@@ -152,15 +146,17 @@ class ResponseCache:
         self.key_prefix = key_prefix
         self.default_ttl_s = default_ttl_s
         self.max_entries_per_namespace = max_entries_per_namespace
-        self.similarity_threshold = (
-            default_similarity_threshold() if similarity_threshold is None else similarity_threshold
-        )
         self.semantic_enabled = semantic_enabled and embedder is not None
-        self.guard = guard or default_guard()
+        if verifier is None and self.semantic_enabled:
+            verifier = load_verifier()
+        self.verifier = verifier
+        calibrated = verifier.similarity_threshold if verifier is not None else 1.0
+        self.similarity_threshold = (
+            calibrated if similarity_threshold is None else similarity_threshold
+        )
         self.language_gate = (
             language_gate if language_gate or not self.semantic_enabled else english_gate()
         )
-        self._guard_takes_similarity = takes_similarity(self.guard)
         self.max_candidates = max_candidates
         self.embed_timeout_s = embed_timeout_s
         self.admin_timeout_s = admin_timeout_s
@@ -250,7 +246,7 @@ class ResponseCache:
             threshold = max(self.similarity_threshold, similarity_threshold or 0.0)
             return await self._semantic_lookup(namespace, endpoint, body, canonical, threshold)
         except Exception:
-            # A fault in the embedder, index or guard costs one model call, not the request.
+            # A fault in the embedder, index or verifier costs one model call, not the request.
             self.logger.exception("cache: semantic lookup failed; treated as a miss")
             return None
 
@@ -262,8 +258,8 @@ class ResponseCache:
         canonical: dict[str, Any] | None,
         threshold: float,
     ) -> CacheHit | None:
-        """Nearest cached questions in the scope, above the threshold, that the guard allows
-        and that were not reported wrong for this question."""
+        """Nearest cached questions in the scope, above the threshold, that the verifier
+        allows and that were not reported wrong for this question."""
         query = self._semantic_query(namespace, endpoint, body, canonical)
         if query is None:
             return None
@@ -281,12 +277,13 @@ class ResponseCache:
         questions = [self._questions.get(n.entry_id) for n in neighbours]
         if None in questions:
             return await self._fetch_and_check(neighbours, asked)
-        # Every candidate's question is known (an entry id fixes its question), so the guard
-        # runs first and only the answer it lets through is read from Redis, with the
+        # Every candidate's question is known (an entry id fixes its question), so the
+        # verifier runs first and only the answer it lets through is read from Redis, with the
         # questions reported wrong for it in the same round trip.
         for neighbour, question in zip(neighbours, questions, strict=True):
             assert question is not None
-            if not await self._allows(question, query.question, neighbour):
+            verdict = await self._verify(question, query, neighbour)
+            if not verdict.allowed:
                 continue
             fetched = await self.failopen.run(
                 functools.partial(self.entries_store.answer_and_refusals, neighbour.entry_id),
@@ -301,7 +298,7 @@ class ResponseCache:
                 continue
             if self._refused(refusals, asked):
                 continue
-            return self._semantic_hit(asked, neighbour, question, response)
+            return self._semantic_hit(asked, neighbour, question, response, verdict)
         return None
 
     def _semantic_query(
@@ -325,11 +322,12 @@ class ResponseCache:
         if route.path is None:
             self.language_declines += 1
             return None
-        return replace(query, scope=f"{query.scope}.{route.language}.{route.path}")
+        scope = f"{query.scope}.{route.language}.{route.path}"
+        return replace(query, scope=scope, language=route.language)
 
     async def _fetch_and_check(self, neighbours: list[Neighbour], asked: _Asked) -> CacheHit | None:
         """Reads every candidate's question, answer and refusals in one round trip, then
-        guards them."""
+        verifies them."""
         candidates = await self.failopen.run(
             lambda: self.entries_store.candidates([n.entry_id for n in neighbours]),
             None,
@@ -344,15 +342,24 @@ class ResponseCache:
             self._remember_question(candidate.entry_id, candidate.question)
             if self._refused(candidate.refusals, asked):
                 continue
-            if await self._allows(candidate.question, asked.query.question, neighbour):
+            verdict = await self._verify(candidate.question, asked.query, neighbour)
+            if verdict.allowed:
                 return self._semantic_hit(
-                    asked, neighbour, candidate.question, candidate.response()
+                    asked, neighbour, candidate.question, candidate.response(), verdict
                 )
         return None
 
-    async def _allows(self, cached_question: str, new_question: str, neighbour: Neighbour) -> bool:
-        similarity = neighbour.similarity if self._guard_takes_similarity else None
-        return await guard_allows(self.guard, cached_question, new_question, similarity=similarity)
+    async def _verify(
+        self, cached_question: str, query: SemanticQuery, neighbour: Neighbour
+    ) -> Verdict:
+        if self.verifier is None:
+            return Verdict(False, reason="no verifier")
+        return await self.verifier.verify(
+            cached_question,
+            query.question,
+            similarity=neighbour.similarity,
+            language=query.language,
+        )
 
     def _refused(self, refusals: dict[bytes, bytes], asked: _Asked) -> bool:
         return refuses(
@@ -365,6 +372,7 @@ class ResponseCache:
         neighbour: Neighbour,
         cached_question: str,
         response: dict[str, Any],
+        verdict: Verdict,
     ) -> CacheHit:
         self._in_background(self.entries_store.touch(neighbour.entry_id), "hit count")
         logged: dict[str, str | float | None] = {
@@ -375,6 +383,7 @@ class ResponseCache:
             "cached_question": cached_question,
             "new_question": asked.query.question,
             "similarity": neighbour.similarity,
+            "score": verdict.score,
         }
         nsh = neighbour.entry_id.partition(".")[0]
         self._in_background(self.feedback.log_hit(nsh, logged), "hit log")

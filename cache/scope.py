@@ -18,6 +18,7 @@ class SemanticQuery:
 
     scope: str
     question: str
+    language: str = ""  # set once the language gate has read the question
 
 
 def _text_of(content: Any) -> str | None:

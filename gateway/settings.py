@@ -83,6 +83,11 @@ class GatewaySettings(BaseSettings):
         description="Where the ONNX export is kept between starts; unset = "
         "~/.cache/sluice/embedders.",
     )
+    verifier_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the trained semantic verifier is kept (trained on first start if "
+        "missing, a few minutes); unset = ~/.cache/sluice/verifiers.",
+    )
     embed_threads: int | None = Field(
         default=None,
         description="CPU threads for embedding; unset = 2 for the onnx runtimes (their idle "

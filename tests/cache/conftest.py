@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from cache.embedder import SentenceTransformerEncoder
-from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
+from cache.semantic.verifier import AllowAll
 from tests.cache.fakes import FakeEmbedder, OpenGate
 
 REAL_REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -60,7 +60,7 @@ async def make_cache(redis: RedisClient, prefix: str) -> AsyncIterator[CacheFact
 
     async def make(**kwargs: Any) -> ResponseCache:
         kwargs.setdefault("embedder", FakeEmbedder())
-        kwargs.setdefault("guard", allow_all)  # the guard has tests of its own
+        kwargs.setdefault("verifier", AllowAll(0.57))  # the verifier has tests of its own
         kwargs.setdefault("language_gate", OpenGate())  # so has the language gate
         kwargs.setdefault("key_prefix", prefix)
         kwargs.setdefault("sync_interval_s", 0.05)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from cache.embedder import Matrix, Vector
 from cache.semantic.language import Route
+from cache.semantic.verifier import Verdict
 
 DIM = 64
 
@@ -69,3 +70,16 @@ class CollapsingEmbedder:
         v = np.zeros(DIM, dtype=np.float32)
         v[0] = 1.0
         return v
+
+
+class DecidingVerifier:
+    """A verifier that asks a plain function `(cached, new) -> bool`, for tests of the cache."""
+
+    def __init__(self, decide: Callable[[str, str], bool], similarity_threshold: float = 0.5):
+        self.decide = decide
+        self.similarity_threshold = similarity_threshold
+
+    async def verify(
+        self, cached_question: str, new_question: str, *, similarity: float, language: str
+    ) -> Verdict:
+        return Verdict(self.decide(cached_question, new_question))

@@ -24,7 +24,6 @@ from cache.embedder import (
     resolve_backend,
 )
 from cache.errors import ConfigError
-from cache.matching import allow_all, default_guard
 from cache.onnx_encoder import RUN_OVERHEAD_TOKENS, OnnxEncoder, balanced_groups
 from cache.response_cache import ResponseCache
 from tests.cache.conftest import answer, chat
@@ -87,11 +86,9 @@ def test_real_model_paraphrase_is_closer_than_unrelated(
 
 
 @pytest.mark.slow
-async def test_semantic_lookup_with_real_embeddings_and_installed_guard(
+async def test_semantic_lookup_with_real_embeddings_and_the_trained_verifier(
     st_encoder: SentenceTransformerEncoder,
 ) -> None:
-    if default_guard() is allow_all:
-        pytest.skip("no guard installed (cache/guard.py)")
     # A generous embedding time limit: on a loaded machine a miss by timeout is not the point.
     embedder = MicroBatchEmbedder(st_encoder)
     async with ResponseCache(None, embedder=embedder, embed_timeout_s=30.0) as cache:

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -124,13 +124,23 @@ async def test_outage_gives_misses_one_warning_and_recovery(
 @contextlib.asynccontextmanager
 async def cache_to_hang(
     server: RedisServer, body: dict[str, Any], *, probe_interval_s: float
-) -> AsyncIterator[tuple[ResponseCache, Callable[[float], asyncio.Task[Any]]]]:
+) -> AsyncIterator[tuple[ResponseCache, Callable[[float], Coroutine[Any, Any, asyncio.Task[Any]]]]]:
     """A cache (50 ms limit per operation) holding `body`, and a way to hang its Redis."""
     client = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
     other = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
+    probe = connect_redis(f"redis://127.0.0.1:{server.port}/0", timeout_s=2.0)
 
-    def hang(seconds: float) -> asyncio.Task[Any]:
-        return asyncio.create_task(other.execute_command("DEBUG", "SLEEP", str(seconds)))
+    async def hang(seconds: float) -> asyncio.Task[Any]:
+        """Puts Redis to sleep and returns once it sleeps (a busy machine may take a while to
+        send the command), with the task that ends when it wakes."""
+        sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", str(seconds)))
+        while not sleeper.done():
+            try:
+                await asyncio.wait_for(probe.ping(), 0.01)  # type: ignore[arg-type]
+            except TimeoutError:
+                return sleeper
+            await asyncio.sleep(0.001)
+        raise AssertionError("Redis woke before it was seen asleep")
 
     try:
         async with ResponseCache(
@@ -141,6 +151,7 @@ async def cache_to_hang(
     finally:
         await client.aclose()
         await other.aclose()
+        await probe.aclose()
 
 
 async def hit_within(cache: ResponseCache, body: dict[str, Any], seconds: float = 3) -> None:
@@ -153,8 +164,7 @@ async def hit_within(cache: ResponseCache, body: dict[str, Any], seconds: float 
 async def test_slow_redis_is_a_miss_within_the_timeout(server: RedisServer) -> None:
     body = chat("slow question")
     async with cache_to_hang(server, body, probe_interval_s=0.5) as (cache, hang):
-        sleeper = hang(0.5)
-        await asyncio.sleep(0.05)
+        sleeper = await hang(0.5)
         started = time.perf_counter()
         assert await cache.lookup("ns", "chat", body) is None
         assert time.perf_counter() - started < 0.2
@@ -166,8 +176,7 @@ async def test_one_slow_answer_is_a_miss_not_an_outage(server: RedisServer) -> N
     body = chat("a question asked during a snapshot fork")
     # An outage would skip Redis for the whole probe interval: the hit below would be missing.
     async with cache_to_hang(server, body, probe_interval_s=30) as (cache, hang):
-        sleeper = hang(0.1)
-        await asyncio.sleep(0.02)
+        sleeper = await hang(0.1)
         assert await cache.lookup("ns", "chat", body) is None  # timed out: this one misses
         await sleeper
         assert await cache.lookup("ns", "chat", body) is not None
@@ -180,8 +189,7 @@ async def test_redis_silent_for_three_timeouts_is_an_outage(
 ) -> None:
     body = chat("a question asked while Redis hangs")
     async with cache_to_hang(server, body, probe_interval_s=0.2) as (cache, hang):
-        sleeper = hang(1.0)
-        await asyncio.sleep(0.02)
+        sleeper = await hang(1.0)
         with caplog.at_level(logging.WARNING, logger="sluice.cache"):
             for _ in range(4):  # each waits out the timeout: 0.2 s of silence in all
                 assert await cache.lookup("ns", "chat", body) is None

@@ -10,9 +10,9 @@ import pytest
 
 from cache.errors import RedisUnavailable
 from cache.feedback import SemanticHit, normalise_question
-from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
+from cache.semantic.verifier import AllowAll
 from tests.cache.conftest import CacheFactory, answer, chat
 from tests.cache.fakes import FakeEmbedder, OpenGate, bag_of_words
 from tests.gateway.fakes import free_port
@@ -160,7 +160,9 @@ async def test_reports_are_kept_as_labelled_negatives_and_counted_once(
 
 async def test_a_wrong_report_that_cannot_reach_redis_raises() -> None:
     redis = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    cache = ResponseCache(redis, embedder=FakeEmbedder(), guard=allow_all, language_gate=OpenGate())
+    cache = ResponseCache(
+        redis, embedder=FakeEmbedder(), verifier=AllowAll(0.57), language_gate=OpenGate()
+    )
     async with cache:
         with pytest.raises(RedisUnavailable):
             await cache.mark_wrong("0123456789abcdef.1-0")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cache.matching import allow_all
 from cache.semantic.language import LanguageGate, SemanticPath, coverage, english_gate
+from cache.semantic.verifier import AllowAll
 from tests.cache.conftest import CacheFactory, answer, chat
 from tests.cache.fakes import CollapsingEmbedder
 
@@ -86,8 +86,10 @@ def test_a_path_declared_for_a_language_it_cannot_read_still_declines(
 async def test_a_near_miss_without_a_path_is_never_a_semantic_hit(
     make_cache: CacheFactory, gate: LanguageGate, language: str
 ) -> None:
-    """Even with an embedder that makes every question identical and a guard that allows all."""
-    cache = await make_cache(embedder=CollapsingEmbedder(), guard=allow_all, language_gate=gate)
+    """Even with an embedder that makes every question identical and a verifier that allows all."""
+    cache = await make_cache(
+        embedder=CollapsingEmbedder(), verifier=AllowAll(0.57), language_gate=gate
+    )
     first, second = NEAR_MISSES[language]
     await cache.store("ns", "chat", chat(first), answer("ships tomorrow"))
     assert await cache.lookup("ns", "chat", chat(second)) is None
@@ -99,7 +101,9 @@ async def test_a_near_miss_without_a_path_is_never_a_semantic_hit(
 async def test_english_still_matches_by_meaning_behind_the_gate(
     make_cache: CacheFactory, gate: LanguageGate
 ) -> None:
-    cache = await make_cache(embedder=CollapsingEmbedder(), guard=allow_all, language_gate=gate)
+    cache = await make_cache(
+        embedder=CollapsingEmbedder(), verifier=AllowAll(0.57), language_gate=gate
+    )
     await cache.store("ns", "chat", chat("What are your opening hours?"), answer("9 to 5"))
     hit = await cache.lookup("ns", "chat", chat("when are you open?"))
     assert hit is not None and hit.kind == "semantic"

@@ -23,9 +23,9 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from cache.keys import namespace_hash
-from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
+from cache.semantic.verifier import AllowAll
 from tests.cache import test_feedback, test_response_cache
 from tests.cache.conftest import CacheFactory, answer, assert_fails_open, chat
 from tests.cache.fakes import FakeEmbedder
@@ -165,7 +165,7 @@ async def test_cluster_outage_fails_open_and_recovers(
     cache opened meanwhile); restarted: caching resumes by itself."""
     options: dict[str, Any] = {
         "embedder": FakeEmbedder(),
-        "guard": allow_all,
+        "verifier": AllowAll(0.57),
         "similarity_threshold": 0.9,
         "op_timeout_s": 0.3,
         "probe_interval_s": 0.05,
@@ -214,7 +214,7 @@ async def test_sentinel_fail_over_is_followed(
     async with ResponseCache(
         client,
         embedder=FakeEmbedder(),
-        guard=allow_all,
+        verifier=AllowAll(0.57),
         similarity_threshold=0.9,
         op_timeout_s=0.5,
         probe_interval_s=0.05,

@@ -6,6 +6,7 @@ import asyncio
 
 from cache.redis_client import RedisClient
 from tests.cache.conftest import CacheFactory, answer, chat
+from tests.cache.fakes import DecidingVerifier
 
 
 async def test_exact_hit_after_store_ignores_stream_and_user(make_cache: CacheFactory) -> None:
@@ -103,14 +104,14 @@ async def test_multi_turn_scope_rules(make_cache: CacheFactory) -> None:
     assert await cache.lookup("ns", "chat", tail) is None
 
 
-async def test_guard_can_veto_a_semantic_match(make_cache: CacheFactory) -> None:
+async def test_the_verifier_can_veto_a_semantic_match(make_cache: CacheFactory) -> None:
     seen: list[tuple[str, str]] = []
 
     def guard(cached: str, new: str) -> bool:
         seen.append((cached, new))
         return False
 
-    cache = await make_cache(similarity_threshold=0.5, guard=guard)
+    cache = await make_cache(similarity_threshold=0.5, verifier=DecidingVerifier(guard))
     await cache.store("ns", "chat", chat("flights to Paris"), answer("A"))
     assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None
     assert seen == [("flights to Paris", "Paris flights to")]
@@ -258,16 +259,16 @@ async def test_failure_while_fetching_candidates_is_a_miss(make_cache: CacheFact
     assert not cache.failopen.healthy
 
 
-async def test_a_failing_guard_is_a_miss_not_an_error(make_cache: CacheFactory) -> None:
+async def test_a_failing_verifier_is_a_miss_not_an_error(make_cache: CacheFactory) -> None:
     def guard(cached: str, new: str) -> bool:
-        raise ValueError("guard bug")
+        raise ValueError("verifier bug")
 
-    cache = await make_cache(similarity_threshold=0.5, guard=guard)
+    cache = await make_cache(similarity_threshold=0.5, verifier=DecidingVerifier(guard))
     await cache.store("ns", "chat", chat("flights to Paris"), answer("A"))
     assert await cache.lookup("ns", "chat", chat("Paris flights to")) is None
 
 
-async def test_known_candidates_are_guarded_before_their_answers_are_read(
+async def test_known_candidates_are_verified_before_their_answers_are_read(
     make_cache: CacheFactory, redis: RedisClient
 ) -> None:
     seen: list[str] = []
@@ -276,7 +277,7 @@ async def test_known_candidates_are_guarded_before_their_answers_are_read(
         seen.append(new)
         return "onion" not in new
 
-    cache = await make_cache(similarity_threshold=0.5, guard=guard)
+    cache = await make_cache(similarity_threshold=0.5, verifier=DecidingVerifier(guard))
     entry_id = await cache.store("ns", "chat", chat("cheap flights to Paris in May"), answer("A"))
     assert entry_id is not None
     reads: list[str] = []

@@ -14,9 +14,9 @@ import fakeredis
 import httpx
 import pytest
 
-from cache.matching import allow_all
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
+from cache.semantic.verifier import AllowAll
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.cache.conftest import BACKENDS, REAL_REDIS_URL
@@ -113,7 +113,7 @@ async def real_gateway(
     cache = ResponseCache(
         redis.client(),
         embedder=FakeEmbedder(),
-        guard=allow_all,  # the guard and the language gate have tests of their own
+        verifier=AllowAll(0.57),  # the verifier and the language gate have tests of their own
         language_gate=OpenGate(),
         key_prefix=redis.prefix,
         similarity_threshold=0.8,

@@ -121,3 +121,16 @@ def test_gateway_image_carries_the_embedding_export_it_points_to() -> None:
     assert parsed.embed_cache_dir == Path(folder)
     # The default picks int8 on CPUs that multiply it exactly: the image must carry both.
     assert GatewaySettings.model_fields["embed_backend"].default == "auto"
+
+
+def test_gateway_image_carries_the_trained_verifier_it_points_to() -> None:
+    text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
+    build, final = text.split("\nFROM ")[-2:]
+    match = re.search(r"python -m cache\.semantic\.train_verifier --cache-dir (\S+)", build)
+    assert match, "the build stage trains the verifier"
+    folder = match.group(1)
+    assert f"COPY --from=build {folder} {folder}" in final
+    env = re.search(r"SLUICE_GATEWAY_VERIFIER_CACHE_DIR=(\S+)", final)
+    assert env and env.group(1) == folder
+    parsed = GatewaySettings.model_validate({"verifier_cache_dir": folder})
+    assert parsed.verifier_cache_dir == Path(folder)

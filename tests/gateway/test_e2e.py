@@ -169,6 +169,15 @@ def test_repeat_hits_paraphrase_is_semantic_near_miss_misses(running: Running) -
     assert near_miss[0] == "miss"
 
 
+def test_a_paraphrase_from_the_held_out_test_split_is_a_semantic_hit(running: Running) -> None:
+    """telecom-23: a domain the verifier was neither trained nor calibrated on, and other words."""
+    first = _chat(running, "What should I do if my SIM card is damaged?")
+    assert first[0] == "miss"
+    _until_hit(running, "What should I do if my SIM card is damaged?")
+    paraphrase = _chat(running, "My SIM is broken, how do I get a new one?")
+    assert paraphrase[:2] == ("semantic", first[1])
+
+
 def test_a_question_the_embedder_cannot_read_gets_exact_caching_only(running: Running) -> None:
     """all-MiniLM-L6-v2 maps these two Chinese questions to cosine 1.0; they differ in meaning."""
     ship = _chat(running, "我的订单什么时候发货？")  # when will my order ship?

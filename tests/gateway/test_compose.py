@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 from backend.settings import BackendSettings
@@ -108,29 +109,29 @@ def test_gateway_image_has_hnsw_without_a_compiler_in_the_final_stage() -> None:
     assert "COPY --from=" in final
 
 
-def test_gateway_image_carries_the_embedding_export_it_points_to() -> None:
+@pytest.mark.parametrize(
+    ("build_step", "setting"),
+    [
+        (r"python -m cache\.onnx_export --cache-dir (\S+) --int8", "embed_cache_dir"),
+        (r"python -m cache\.semantic\.train_verifier --cache-dir (\S+)", "verifier_cache_dir"),
+    ],
+    ids=["embedding export", "trained verifier"],
+)
+def test_gateway_image_carries_what_its_build_made_where_its_settings_point(
+    build_step: str, setting: str
+) -> None:
     text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
     build, final = text.split("\nFROM ")[-2:]
-    match = re.search(r"python -m cache\.onnx_export --cache-dir (\S+) --int8", build)
-    assert match, "the build stage exports the embedding model"
+    match = re.search(build_step, build)
+    assert match, f"the build stage runs {build_step}"
     folder = match.group(1)
     assert f"COPY --from=build {folder} {folder}" in final
-    env = re.search(r"SLUICE_GATEWAY_EMBED_CACHE_DIR=(\S+)", final)
+    env = re.search(rf"SLUICE_GATEWAY_{setting.upper()}=(\S+)", final)
     assert env and env.group(1) == folder
-    parsed = GatewaySettings.model_validate({"embed_cache_dir": folder})
-    assert parsed.embed_cache_dir == Path(folder)
+    parsed = GatewaySettings.model_validate({setting: folder})
+    assert getattr(parsed, setting) == Path(folder)
+
+
+def test_the_default_embedding_runtime_is_auto_which_the_image_carries_both_for() -> None:
     # The default picks int8 on CPUs that multiply it exactly: the image must carry both.
     assert GatewaySettings.model_fields["embed_backend"].default == "auto"
-
-
-def test_gateway_image_carries_the_trained_verifier_it_points_to() -> None:
-    text = (ROOT / "docker" / "Dockerfile.gateway").read_text()
-    build, final = text.split("\nFROM ")[-2:]
-    match = re.search(r"python -m cache\.semantic\.train_verifier --cache-dir (\S+)", build)
-    assert match, "the build stage trains the verifier"
-    folder = match.group(1)
-    assert f"COPY --from=build {folder} {folder}" in final
-    env = re.search(r"SLUICE_GATEWAY_VERIFIER_CACHE_DIR=(\S+)", final)
-    assert env and env.group(1) == folder
-    parsed = GatewaySettings.model_validate({"verifier_cache_dir": folder})
-    assert parsed.verifier_cache_dir == Path(folder)

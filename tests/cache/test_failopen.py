@@ -132,11 +132,15 @@ async def cache_to_hang(
 
     async def hang(seconds: float) -> asyncio.Task[Any]:
         """Puts Redis to sleep and returns once it sleeps (a busy machine may take a while to
-        send the command), with the task that ends when it wakes."""
+        send the command), with the task that ends when it wakes. Asleep means a PING on a
+        third connection went unanswered for as long as the cache's own limit (50 ms)."""
+        await other.ping()  # both connected: the sleep command goes out at once
+        await probe.ping()
         sleeper = asyncio.create_task(other.execute_command("DEBUG", "SLEEP", str(seconds)))
+        await asyncio.sleep(0.005)
         while not sleeper.done():
             try:
-                await asyncio.wait_for(probe.ping(), 0.01)  # type: ignore[arg-type]
+                await asyncio.wait_for(probe.ping(), 0.05)  # type: ignore[arg-type]
             except TimeoutError:
                 return sleeper
             await asyncio.sleep(0.001)
@@ -176,7 +180,7 @@ async def test_one_slow_answer_is_a_miss_not_an_outage(server: RedisServer) -> N
     body = chat("a question asked during a snapshot fork")
     # An outage would skip Redis for the whole probe interval: the hit below would be missing.
     async with cache_to_hang(server, body, probe_interval_s=30) as (cache, hang):
-        sleeper = await hang(0.1)
+        sleeper = await hang(0.3)
         assert await cache.lookup("ns", "chat", body) is None  # timed out: this one misses
         await sleeper
         assert await cache.lookup("ns", "chat", body) is not None

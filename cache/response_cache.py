@@ -187,8 +187,6 @@ class ResponseCache:
         self._background: set[asyncio.Task[None]] = set()
         self._recent_vectors: OrderedDict[str, Vector] = OrderedDict()
         self._questions: dict[str, str] = {}
-        # Questions kept from semantic matching because no path reads their language.
-        self.language_declines = 0
 
     async def __aenter__(self) -> ResponseCache:
         if self._stack is not None:
@@ -320,7 +318,6 @@ class ResponseCache:
             return None
         route = self.language_gate.route(query.question)
         if route.path is None:
-            self.language_declines += 1
             return None
         scope = f"{query.scope}.{route.language}.{route.path}"
         return replace(query, scope=scope, language=route.language)

@@ -118,17 +118,14 @@ class LanguageGate:
 
     def __init__(self, paths: Iterable[SemanticPath]) -> None:
         self.paths = tuple(paths)
-        self._by_language: Mapping[str, SemanticPath] = {}
         by_language: dict[str, SemanticPath] = {}
         for path in self.paths:
             for language in path.languages:
                 by_language.setdefault(language, path)
-        self._by_language = by_language
+        self._by_language: Mapping[str, SemanticPath] = by_language
+        # Computed once: every question the detector is unsure of weighs these.
+        self.languages = frozenset(by_language)
         self._recent: OrderedDict[str, Route] = OrderedDict()
-
-    @property
-    def languages(self) -> frozenset[str]:
-        return frozenset(self._by_language)
 
     def route(self, text: str) -> Route:
         """The route of one question (remembered for the next few calls)."""

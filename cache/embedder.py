@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -14,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cache.errors import ConfigError
+from cache.microbatch import MicroBatcher
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
@@ -158,80 +157,53 @@ def load_encoder(
     return OnnxEncoder(model_path, cache_dir=cache_dir, threads=threads, int8=int8)
 
 
-@dataclass
-class _Pending:
-    """One text waiting for the next batch, with the future its caller awaits."""
-
-    text: str
-    future: asyncio.Future[Vector] = field(repr=False)
-
-
 class MicroBatchEmbedder:
     """Embeds concurrent requests together: one encode call per batch, in a worker thread.
 
     A batch opens with the first waiting text and takes everything queued by then (up to
     `max_batch_size`); texts that arrive while a batch is encoding form the next one, so a
-    lone lookup waits for nothing and a crowd shares the model's fixed cost.
+    lone lookup waits for nothing and a crowd shares the model's fixed cost
+    (cache/microbatch.py). `executor`: where batches run (None: asyncio's default pool).
     Use as `async with MicroBatchEmbedder(encoder) as embedder:` (ResponseCache enters it).
     """
 
-    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64) -> None:
+    def __init__(
+        self, encoder: Encoder, *, max_batch_size: int = 64, executor: Executor | None = None
+    ) -> None:
         self.encoder = encoder
-        self.max_batch_size = max_batch_size
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.texts = 0
+        self._batcher: MicroBatcher[str, Vector] = MicroBatcher(
+            self._encode, max_batch_size=max_batch_size, executor=executor, name="embed-batcher"
+        )
 
     @property
     def dim(self) -> int:
         return self.encoder.dim
 
+    @property
+    def max_batch_size(self) -> int:
+        return self._batcher.max_batch_size
+
+    @property
+    def batches(self) -> int:
+        return self._batcher.batches
+
+    @property
+    def texts(self) -> int:
+        return self._batcher.items
+
     async def __aenter__(self) -> MicroBatchEmbedder:
-        if self._worker is not None:
-            raise RuntimeError("MicroBatchEmbedder is already running")
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._run(self._queue), name="embed-batcher")
+        await self._batcher.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        queue, self._queue = self._queue, None
-        while queue is not None and not queue.empty():
-            pending = queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(RuntimeError("embedder closed"))
+        await self._batcher.__aexit__(*exc)
 
     async def embed(self, text: str) -> Vector:
         """The text's unit vector, encoded in whichever batch it joins."""
-        if self._queue is None:
+        if not self._batcher.running:
             raise RuntimeError("MicroBatchEmbedder used outside `async with`")
-        future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(text, future))
-        return await future
+        return await self._batcher.submit(text)
 
-    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
-        """Takes a batch, encodes it off the event loop, hands each caller its row."""
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
-            batch = [p for p in batch if not p.future.done()]  # callers that gave up
-            if not batch:
-                continue
-            try:
-                rows = await asyncio.to_thread(self.encoder.encode, [p.text for p in batch])
-            except Exception as exc:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            self.batches += 1
-            self.texts += len(batch)
-            for p, row in zip(batch, rows, strict=True):
-                if not p.future.done():
-                    p.future.set_result(row)
+    def _encode(self, texts: list[str]) -> Matrix:
+        # Looked up per batch: a benchmark may swap the encoder while the batcher runs.
+        return self.encoder.encode(texts)

@@ -23,20 +23,21 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cache.embedder import Embedder, Vector
-from cache.entries import EntryStore, IndexRow, NewEntry, split_id
+from cache.entries import Candidate, EntryStore, IndexRow, NewEntry, split_id
 from cache.errors import ConfigError, RedisUnavailable
 from cache.failopen import OUTAGE_ERRORS, FailOpen
 from cache.feedback import FeedbackStore, SemanticHit, refuses
-from cache.keys import canonical_request, exact_key, model_of, namespace_hash
+from cache.identity import Endpoint as Endpoint  # where callers have always found it
+from cache.identity import RequestIdentity, identify, question_text
+from cache.keys import namespace_hash
 from cache.redis_client import RedisClient, connect_redis
-from cache.scope import SemanticQuery, semantic_query
+from cache.scope import SemanticQuery
 from cache.semantic.language import Gate, english_gate
 from cache.semantic.verifier import Verdict, Verifier, load_verifier
 from cache.stats import StatsStore
 from cache.sync import ReplicaSync
 from cache.vector_index import Neighbour, ScopedIndex, VectorIndex
 
-Endpoint = Literal["chat", "completion"]
 Outcome = Literal["exact", "semantic", "miss", "bypass"]
 
 RECENT_VECTORS = 256
@@ -99,7 +100,8 @@ class ResponseCache:
         semantic_enabled: False keeps only the exact cache (no embedding at all).
         op_timeout_s: time limit of each Redis operation on the request path.
         verifier: decides whether a candidate's answer fits the new question (None: the
-            trained verifier, cache/semantic/verifier.py, trained on first use if need be).
+            trained verifier, cache/semantic/verifier.py, trained on first use if need be);
+            if it is an async context manager the cache enters and exits it.
         index: the vector index (None: exact search partitioned by scope).
         max_candidates: nearest neighbours offered to the verifier, best first.
         sync_interval_s: how often the replica-sync stream is polled.
@@ -192,10 +194,11 @@ class ResponseCache:
         if self._stack is not None:
             raise RuntimeError("ResponseCache is already open")
         stack = contextlib.AsyncExitStack()
-        if self.semantic_enabled and isinstance(
-            self.embedder, contextlib.AbstractAsyncContextManager
-        ):
-            await stack.enter_async_context(self.embedder)
+        if self.semantic_enabled:
+            # The embedder and the verifier batch concurrent lookups in a worker of their own.
+            for part in (self.embedder, self.verifier):
+                if isinstance(part, contextlib.AbstractAsyncContextManager):
+                    await stack.enter_async_context(part)
         if self.semantic_enabled:
             await self.sync.start()
             stack.push_async_callback(self.sync.stop)
@@ -220,45 +223,42 @@ class ResponseCache:
         exact: bool = True,
         semantic: bool = True,
         similarity_threshold: float | None = None,
+        identity: RequestIdentity | None = None,
     ) -> CacheHit | None:
         """Exact lookup, then semantic lookup within the request's scope (each if asked).
 
         similarity_threshold: a stricter one for this lookup (a tenant's); never below the
         cache's own.
+        identity: `identify(namespace, endpoint, body)` when the caller made it already (the
+        gateway makes one per request for single-flight, lookup and store).
         """
-        # Canonicalised once: the exact key and the semantic scope are both cut from it.
-        canonical = canonical_request(namespace, endpoint, body) if exact else None
+        if identity is None:
+            identity = identify(namespace, endpoint, body)
         if exact:
-            nsh = namespace_hash(namespace)
-            kh = exact_key(namespace, endpoint, body, canonical=canonical)
+            nsh, kh = identity.namespace_hash, identity.key_hash
             response = await self.failopen.run(
                 lambda: self.entries_store.get_response(nsh, kh), None, what="exact lookup"
             )
             if response is not None:
-                entry_id = f"{nsh}.{kh}"
+                entry_id = identity.entry_id
                 self._in_background(self.entries_store.touch(entry_id), "hit count")
                 return CacheHit(kind="exact", entry_id=entry_id, response=response)
         if not (semantic and self.semantic_enabled) or not self.failopen.healthy:
             return None
         try:
             threshold = max(self.similarity_threshold, similarity_threshold or 0.0)
-            return await self._semantic_lookup(namespace, endpoint, body, canonical, threshold)
+            return await self._semantic_lookup(identity, threshold)
         except Exception:
             # A fault in the embedder, index or verifier costs one model call, not the request.
             self.logger.exception("cache: semantic lookup failed; treated as a miss")
             return None
 
     async def _semantic_lookup(
-        self,
-        namespace: str,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        canonical: dict[str, Any] | None,
-        threshold: float,
+        self, identity: RequestIdentity, threshold: float
     ) -> CacheHit | None:
         """Nearest cached questions in the scope, above the threshold, that the verifier
         allows and that were not reported wrong for this question."""
-        query = self._semantic_query(namespace, endpoint, body, canonical)
+        query = self._semantic_query(identity)
         if query is None:
             return None
         vector = await self._embed(query.question)
@@ -267,20 +267,22 @@ class ResponseCache:
         neighbours = self.index.search(
             query.scope, vector, k=self.max_candidates, min_similarity=threshold
         )
-        own = namespace_hash(namespace) + "."
+        own = identity.namespace_hash + "."
         neighbours = [n for n in neighbours if n.entry_id.startswith(own)]
         if not neighbours:
             return None
-        asked = _Asked(namespace=namespace, model=model_of(body), query=query, vector=vector)
+        asked = _Asked(
+            namespace=identity.namespace, model=identity.model, query=query, vector=vector
+        )
         questions = [self._questions.get(n.entry_id) for n in neighbours]
-        if None in questions:
+        known = [q for q in questions if q is not None]
+        if len(known) < len(questions):
             return await self._fetch_and_check(neighbours, asked)
         # Every candidate's question is known (an entry id fixes its question), so the
-        # verifier runs first and only the answer it lets through is read from Redis, with the
-        # questions reported wrong for it in the same round trip.
-        for neighbour, question in zip(neighbours, questions, strict=True):
-            assert question is not None
-            verdict = await self._verify(question, query, neighbour)
+        # verifier runs first, on all of them at once, and only the answer it lets through is
+        # read from Redis, with the questions reported wrong for it in the same round trip.
+        verdicts = await self._verify(known, query, neighbours)
+        for neighbour, question, verdict in zip(neighbours, known, verdicts, strict=True):
             if not verdict.allowed:
                 continue
             fetched = await self.failopen.run(
@@ -299,22 +301,14 @@ class ResponseCache:
             return self._semantic_hit(asked, neighbour, question, response, verdict)
         return None
 
-    def _semantic_query(
-        self,
-        namespace: str,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        canonical: dict[str, Any] | None,
-    ) -> SemanticQuery | None:
+    def _semantic_query(self, identity: RequestIdentity) -> SemanticQuery | None:
         """The request's question and scope, when its language has a semantic path.
 
         The scope is narrowed to the question's language and path: vectors of different
         embedders never meet, and a question is never answered in another language.
         """
-        query = semantic_query(namespace, endpoint, body, canonical=canonical)
-        if query is None:
-            return None
-        if self.language_gate is None:
+        query = identity.query
+        if query is None or self.language_gate is None:
             return None
         route = self.language_gate.route(query.question)
         if route.path is None:
@@ -324,7 +318,7 @@ class ResponseCache:
 
     async def _fetch_and_check(self, neighbours: list[Neighbour], asked: _Asked) -> CacheHit | None:
         """Reads every candidate's question, answer and refusals in one round trip, then
-        verifies them."""
+        verifies the live ones together."""
         candidates = await self.failopen.run(
             lambda: self.entries_store.candidates([n.entry_id for n in neighbours]),
             None,
@@ -332,14 +326,20 @@ class ResponseCache:
         )
         if candidates is None:
             return None
+        live: list[tuple[Neighbour, Candidate]] = []
         for neighbour, candidate in zip(neighbours, candidates, strict=True):
             if candidate is None:
                 self.index.remove(neighbour.entry_id)  # expired or evicted meanwhile
                 continue
             self._remember_question(candidate.entry_id, candidate.question)
-            if self._refused(candidate.refusals, asked):
-                continue
-            verdict = await self._verify(candidate.question, asked.query, neighbour)
+            if not self._refused(candidate.refusals, asked):
+                live.append((neighbour, candidate))
+        if not live:
+            return None
+        verdicts = await self._verify(
+            [c.question for _, c in live], asked.query, [n for n, _ in live]
+        )
+        for (neighbour, candidate), verdict in zip(live, verdicts, strict=True):
             if verdict.allowed:
                 return self._semantic_hit(
                     asked, neighbour, candidate.question, candidate.response(), verdict
@@ -347,14 +347,14 @@ class ResponseCache:
         return None
 
     async def _verify(
-        self, cached_question: str, query: SemanticQuery, neighbour: Neighbour
-    ) -> Verdict:
+        self, cached_questions: list[str], query: SemanticQuery, neighbours: list[Neighbour]
+    ) -> list[Verdict]:
         if self.verifier is None:
-            return Verdict(False, reason="no verifier")
+            return [Verdict(False, reason="no verifier") for _ in cached_questions]
         return await self.verifier.verify(
-            cached_question,
+            cached_questions,
             query.question,
-            similarity=neighbour.similarity,
+            similarities=[n.similarity for n in neighbours],
             language=query.language,
         )
 
@@ -430,21 +430,22 @@ class ResponseCache:
         *,
         ttl_s: int | None = None,
         semantic: bool = True,
+        identity: RequestIdentity | None = None,
     ) -> str | None:
         """Stores under the exact key and (unless `semantic` is False, for a namespace with
-        exact caching only) in the semantic index; returns the entry id."""
-        canonical = canonical_request(namespace, endpoint, body)
-        query = (
-            self._semantic_query(namespace, endpoint, body, canonical)
-            if semantic and self.semantic_enabled
-            else None
-        )
+        exact caching only) in the semantic index; returns the entry id.
+
+        identity: `identify(namespace, endpoint, body)` when the caller made it already.
+        """
+        if identity is None:
+            identity = identify(namespace, endpoint, body)
+        query = self._semantic_query(identity) if semantic and self.semantic_enabled else None
         vector = await self._embed(query.question) if query is not None else None
         entry = NewEntry(
             namespace=namespace,
-            namespace_hash=namespace_hash(namespace),
-            key_hash=exact_key(namespace, endpoint, body, canonical=canonical),
-            model=model_of(body),
+            namespace_hash=identity.namespace_hash,
+            key_hash=identity.key_hash,
+            model=identity.model,
             endpoint=endpoint,
             question=query.question if query is not None else question_text(endpoint, body),
             response=response,
@@ -687,16 +688,3 @@ class ResponseCache:
         task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def question_text(endpoint: str, body: dict[str, Any]) -> str:
-    """A short text for entry listings when the request has no semantic question."""
-    if endpoint == "completion":
-        prompt = body.get("prompt")
-        return prompt[:500] if isinstance(prompt, str) else ""
-    messages = body.get("messages")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-        content = messages[-1].get("content")
-        if isinstance(content, str):
-            return content[:500]
-    return ""

@@ -5,20 +5,24 @@ The embedding search proposes candidates; similarity cannot tell "flights to Par
 verifier reads both questions together: hard cues first (cache/semantic/rules.py), then a
 pair classifier (a cross-encoder fine-tuned from all-MiniLM-L6-v2 on labelled pairs,
 cache/semantic/train_verifier.py) whose threshold was calibrated on pairs it was not
-trained on. It runs on ONNX Runtime, like the embedder, off the event loop.
+trained on. It runs on ONNX Runtime, like the embedder, off the event loop, with the pairs
+of concurrent lookups scored in one batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from cache.microbatch import MicroBatcher
+from cache.onnx_encoder import ROWS_PER_RUN, equal_groups
 from cache.semantic.rules import cue_mismatch
 
 META_FILE = "verifier.json"
@@ -36,7 +40,8 @@ class Verdict:
 
 
 class Verifier(Protocol):
-    """What the cache asks about each candidate, best first.
+    """What the cache asks about a lookup's candidates: one verdict per cached question, in
+    order. All candidates of a lookup come in one call, so a model can score them together.
 
     `similarity_threshold` is the cosine a candidate needs to be offered at all: the one the
     verifier was calibrated with.
@@ -46,8 +51,13 @@ class Verifier(Protocol):
     def similarity_threshold(self) -> float: ...
 
     async def verify(
-        self, cached_question: str, new_question: str, *, similarity: float, language: str
-    ) -> Verdict: ...
+        self,
+        cached_questions: Sequence[str],
+        new_question: str,
+        *,
+        similarities: Sequence[float],
+        language: str,
+    ) -> list[Verdict]: ...
 
 
 class AllowAll:
@@ -57,9 +67,14 @@ class AllowAll:
         self.similarity_threshold = similarity_threshold
 
     async def verify(
-        self, cached_question: str, new_question: str, *, similarity: float, language: str
-    ) -> Verdict:
-        return Verdict(True)
+        self,
+        cached_questions: Sequence[str],
+        new_question: str,
+        *,
+        similarities: Sequence[float],
+        language: str,
+    ) -> list[Verdict]:
+        return [Verdict(True) for _ in cached_questions]
 
 
 @dataclass(frozen=True)
@@ -82,9 +97,20 @@ class Calibration:
         )
 
 
+class PairScorer(Protocol):
+    """Scores question pairs in one synchronous call (the model, or a test's stand-in)."""
+
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
+
+
 class PairClassifier:
     """The exported cross-encoder: a score per (cached, new) question pair; higher means
-    the same answer fits both."""
+    the same answer fits both.
+
+    A call's pairs are sorted by length and run in groups of ROWS_PER_RUN, so a short pair
+    is not padded to the longest of a batch gathered from many lookups (the scores do not
+    depend on the padding: tests/cache/test_verifier.py).
+    """
 
     def __init__(self, folder: Path, *, threads: int = 1, max_length: int = 128) -> None:
         import onnxruntime as ort
@@ -101,9 +127,19 @@ class PairClassifier:
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
+        self.threads = threads
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(pairs))
+        out = np.empty(len(encodings), dtype=np.float32)
+        lengths = [len(e.ids) for e in encodings]
+        for rows in equal_groups(lengths, math.ceil(len(lengths) / ROWS_PER_RUN)):
+            logits = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
+            out[rows] = np.asarray(logits, dtype=np.float32).reshape(len(rows))
+        return out
+
+    def _feed(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Right-padded int64 arrays of a group of pairs."""
         width = max(len(e.ids) for e in encodings)
         feed: dict[str, np.ndarray] = {}
         for name, field in (
@@ -117,8 +153,7 @@ class PairClassifier:
                     values = getattr(encoding, field)
                     array[row, : len(values)] = values
                 feed[name] = array
-        logits = self._session.run(None, feed)[0]
-        return np.asarray(logits, dtype=np.float32).reshape(len(encodings))
+        return feed
 
 
 class ModelVerifier:
@@ -126,49 +161,99 @@ class ModelVerifier:
 
     Only languages the classifier was calibrated for are verified; any other is refused,
     so a path added for a new language cannot serve hits before it has been measured.
+    The pairs that reach the classifier are micro-batched across concurrent lookups and
+    scored off the event loop (cache/microbatch.py): use as `async with verifier:`
+    (ResponseCache enters it). `executor`: where batches run (None: asyncio's default pool).
     """
 
     def __init__(
         self,
-        classifier: PairClassifier,
+        classifier: PairScorer,
         calibration: Calibration,
         *,
         min_score: float | None = None,
+        max_batch_size: int = 64,
+        executor: Executor | None = None,
     ) -> None:
         self.classifier = classifier
         self.calibration = calibration
         self.min_score = calibration.threshold if min_score is None else min_score
+        self._batcher: MicroBatcher[tuple[str, str], float] = MicroBatcher(
+            self._score, max_batch_size=max_batch_size, executor=executor, name="verify-batcher"
+        )
 
     @property
     def similarity_threshold(self) -> float:
         return self.calibration.similarity_threshold
 
+    @property
+    def batches(self) -> int:
+        return self._batcher.batches
+
+    @property
+    def pairs(self) -> int:
+        """Pairs the classifier has scored (cue-refused ones never reach it)."""
+        return self._batcher.items
+
     @classmethod
-    def load(cls, folder: Path, *, threads: int = 1) -> ModelVerifier:
-        return cls(PairClassifier(folder, threads=threads), Calibration.read(folder))
+    def load(
+        cls, folder: Path, *, threads: int = 1, executor: Executor | None = None
+    ) -> ModelVerifier:
+        return cls(
+            PairClassifier(folder, threads=threads), Calibration.read(folder), executor=executor
+        )
+
+    async def __aenter__(self) -> ModelVerifier:
+        await self._batcher.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._batcher.__aexit__(*exc)
 
     async def verify(
-        self, cached_question: str, new_question: str, *, similarity: float, language: str
-    ) -> Verdict:
+        self,
+        cached_questions: Sequence[str],
+        new_question: str,
+        *,
+        similarities: Sequence[float],
+        language: str,
+    ) -> list[Verdict]:
         if language not in self.calibration.languages:
-            return Verdict(False, reason=f"no verifier calibrated for {language!r}")
-        reason = cue_mismatch(cached_question, new_question)
-        if reason is not None:
-            return Verdict(False, reason=reason)
-        pair = [(cached_question, new_question)]
-        score = float((await asyncio.to_thread(self.classifier.scores, pair))[0])
+            refused = Verdict(False, reason=f"no verifier calibrated for {language!r}")
+            return [refused for _ in cached_questions]
+        verdicts: list[Verdict | None] = []
+        pairs: list[tuple[str, str]] = []
+        for cached in cached_questions:
+            reason = cue_mismatch(cached, new_question)
+            verdicts.append(None if reason is None else Verdict(False, reason=reason))
+            if reason is None:
+                pairs.append((cached, new_question))
+        if not pairs:
+            return [v for v in verdicts if v is not None]
+        if not self._batcher.running:
+            raise RuntimeError("ModelVerifier used outside `async with`")
+        scores = iter(await self._batcher.submit_all(pairs))
+        return [v if v is not None else self._judge(next(scores)) for v in verdicts]
+
+    def _judge(self, score: float) -> Verdict:
         if score < self.min_score:
             return Verdict(False, score, reason="the verifier scores it below its threshold")
         return Verdict(True, score)
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return [float(s) for s in self.classifier.scores(pairs)]
 
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "sluice" / "verifiers"
 
 
-def load_verifier(cache_dir: Path | None = None) -> ModelVerifier:
+def load_verifier(
+    cache_dir: Path | None = None, *, threads: int = 1, executor: Executor | None = None
+) -> ModelVerifier:
     """The trained verifier from `cache_dir`, trained first (minutes, in a child process)
     when this machine has none for the current corpus and code."""
     from cache.semantic.train_verifier import ensure_trained
 
-    return ModelVerifier.load(ensure_trained(cache_dir or default_cache_dir()))
+    folder = ensure_trained(cache_dir or default_cache_dir())
+    return ModelVerifier.load(folder, threads=threads, executor=executor)

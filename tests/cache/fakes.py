@@ -73,13 +73,21 @@ class CollapsingEmbedder:
 
 
 class DecidingVerifier:
-    """A verifier that asks a plain function `(cached, new) -> bool`, for tests of the cache."""
+    """A verifier that asks a plain function `(cached, new) -> bool`, for tests of the cache;
+    `calls` holds the cached questions of each call."""
 
     def __init__(self, decide: Callable[[str, str], bool], similarity_threshold: float = 0.5):
         self.decide = decide
         self.similarity_threshold = similarity_threshold
+        self.calls: list[list[str]] = []
 
     async def verify(
-        self, cached_question: str, new_question: str, *, similarity: float, language: str
-    ) -> Verdict:
-        return Verdict(self.decide(cached_question, new_question))
+        self,
+        cached_questions: Sequence[str],
+        new_question: str,
+        *,
+        similarities: Sequence[float],
+        language: str,
+    ) -> list[Verdict]:
+        self.calls.append(list(cached_questions))
+        return [Verdict(self.decide(cached, new_question)) for cached in cached_questions]

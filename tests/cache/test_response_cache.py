@@ -320,3 +320,22 @@ async def test_known_candidate_read_fails_open(make_cache: CacheFactory) -> None
     assert await cache.lookup("ns", "chat", chat("May cheap flights to Paris"), exact=False) is None
     assert cache.failopen.outages == 1 and not cache.failopen.healthy
     assert len(cache.index) == 1  # an outage is not a removal
+
+
+async def test_all_candidates_of_a_lookup_go_to_the_verifier_in_one_call(
+    make_cache: CacheFactory,
+) -> None:
+    verifier = DecidingVerifier(lambda cached, new: cached != "cheap flights to Paris")
+    cache = await make_cache(similarity_threshold=0.5, verifier=verifier)
+    stored = [
+        "cheap flights to Paris",
+        "cheap flights to Paris today",
+        "cheap flights to Paris in May",
+    ]
+    for text in stored:
+        await cache.store("ns", "chat", chat(text), answer(text))
+    # First with the candidates' questions read from Redis, then with them remembered.
+    for _ in range(2):
+        hit = await cache.lookup("ns", "chat", chat("Paris cheap flights to"), exact=False)
+        assert hit is not None and hit.response == answer("cheap flights to Paris today")
+    assert verifier.calls == [stored, stored]  # best first; the vetoed best one is passed over

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cache.semantic.rules import cue_mismatch
-from cache.semantic.verifier import ModelVerifier, PairClassifier
+from cache.semantic.verifier import ModelVerifier, PairClassifier, Verdict
 
 
 @pytest.mark.parametrize(
@@ -39,12 +42,23 @@ def test_hard_cues_let_rewordings_through(cached: str, new: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def verifier(trained_verifier: Path) -> ModelVerifier:
+def loaded(trained_verifier: Path) -> ModelVerifier:
     return ModelVerifier.load(trained_verifier)
 
 
-def test_the_calibration_is_stored_beside_the_model(verifier: ModelVerifier) -> None:
-    calibration = verifier.calibration
+@pytest.fixture
+async def verifier(loaded: ModelVerifier) -> AsyncIterator[ModelVerifier]:
+    async with loaded:
+        yield loaded
+
+
+async def one(verifier: ModelVerifier, cached: str, new: str, *, language: str = "en") -> Verdict:
+    (verdict,) = await verifier.verify([cached], new, similarities=[0.95], language=language)
+    return verdict
+
+
+def test_the_calibration_is_stored_beside_the_model(loaded: ModelVerifier) -> None:
+    calibration = loaded.calibration
     assert calibration.languages == ("en",)
     assert 0.4 <= calibration.similarity_threshold <= 0.8
     assert calibration.dev["precision"] >= 0.99 and calibration.dev["recall"] > 0.0
@@ -53,38 +67,67 @@ def test_the_calibration_is_stored_beside_the_model(verifier: ModelVerifier) -> 
 async def test_the_verifier_allows_a_rewording_and_refuses_another_question(
     verifier: ModelVerifier,
 ) -> None:
-    same = await verifier.verify(
-        "How do I reset my password?", "how do i reset my password", similarity=0.99, language="en"
-    )
+    same = await one(verifier, "How do I reset my password?", "how do i reset my password")
     assert same.allowed and same.score is not None and same.score >= verifier.min_score
-    other = await verifier.verify(
-        "How do I reset my password?",
-        "Are you open on Sunday afternoons?",
-        similarity=0.95,
-        language="en",
-    )
+    other = await one(verifier, "How do I reset my password?", "Are you open on Sunday afternoons?")
     assert not other.allowed and other.score is not None and other.score < verifier.min_score
-    opposite = await verifier.verify(
-        "How do I open a savings account?",
-        "How do I close a savings account?",
-        similarity=0.95,
-        language="en",
+    opposite = await one(
+        verifier, "How do I open a savings account?", "How do I close a savings account?"
     )
     assert not opposite.allowed and opposite.reason == "only 'open' / 'close' differ"
 
 
 async def test_languages_it_was_not_calibrated_for_are_refused(verifier: ModelVerifier) -> None:
-    verdict = await verifier.verify(
-        "Wie spät ist es?", "Wie spät ist es", similarity=1.0, language="de"
-    )
+    verdict = await one(verifier, "Wie spät ist es?", "Wie spät ist es", language="de")
     assert not verdict.allowed and verdict.score is None
 
 
 async def test_hard_cues_are_checked_before_the_model(verifier: ModelVerifier) -> None:
-    verdict = await verifier.verify(
-        "Is there a fee for 2 bags?", "Is there a fee for 3 bags?", similarity=0.98, language="en"
-    )
+    verdict = await one(verifier, "Is there a fee for 2 bags?", "Is there a fee for 3 bags?")
     assert not verdict.allowed and verdict.reason == "numbers differ" and verdict.score is None
+
+
+CANDIDATES = [
+    "What's the fee for a new card?",
+    "Is there a fee for 2 bags?",  # refused by the hard cues: never reaches the model
+    "How much does a replacement card cost?",
+    "Are you open on Sunday afternoons?",
+    "how much is a replacement card, and how long does it take to arrive at my home address",
+]
+
+
+async def test_candidates_asked_together_get_the_verdicts_they_get_alone(
+    verifier: ModelVerifier,
+) -> None:
+    new = "how much does a replacement card cost"
+    together = await verifier.verify(
+        CANDIDATES, new, similarities=[0.9] * len(CANDIDATES), language="en"
+    )
+    alone = [await one(verifier, cached, new) for cached in CANDIDATES]
+    assert [v.allowed for v in together] == [v.allowed for v in alone]
+    assert [v.reason for v in together] == [v.reason for v in alone]
+    for t, a in zip(together, alone, strict=True):
+        assert (t.score is None) == (a.score is None)
+        assert t.score is None or a.score is None or abs(t.score - a.score) < 1e-4
+    assert together[1].reason == "numbers differ" and together[2].allowed
+
+
+async def test_concurrent_lookups_share_one_model_call(verifier: ModelVerifier) -> None:
+    batches, pairs = verifier.batches, verifier.pairs
+    questions = [f"{q} card fee" for q in ("what is the", "whats the", "tell me the", "say the")]
+    asked = [
+        verifier.verify(CANDIDATES, new, similarities=[0.9] * 5, language="en") for new in questions
+    ]
+    await asyncio.gather(*asked)
+    # Pairs the hard cues refuse (a number on one side) never reach the model.
+    scored = sum(cue_mismatch(c, new) is None for new in questions for c in CANDIDATES)
+    assert scored >= 12 and verifier.pairs - pairs == scored
+    assert verifier.batches - batches == 1
+
+
+async def test_the_verifier_must_be_opened_before_it_scores(loaded: ModelVerifier) -> None:
+    with pytest.raises(RuntimeError, match="async with"):
+        await one(loaded, "How do I reset my password?", "how do i reset my password")
 
 
 def test_scores_do_not_depend_on_batch_mates(trained_verifier: Path) -> None:
@@ -93,3 +136,8 @@ def test_scores_do_not_depend_on_batch_mates(trained_verifier: Path) -> None:
     alone = classifier.scores([pair])[0]
     together = classifier.scores([pair, ("hi", "a much longer question about something else")])[0]
     assert abs(alone - together) < 1e-4
+    # More pairs than one run takes, of many lengths: grouped by length, returned in order.
+    many = [(c, n) for c in CANDIDATES for n in CANDIDATES]
+    grouped = classifier.scores(many)
+    singly = np.array([classifier.scores([p])[0] for p in many])
+    assert np.abs(grouped - singly).max() < 1e-4

@@ -9,9 +9,12 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
+from starlette.applications import Starlette
 
 from backend.app import create_app
+from backend.errors import StartupError
 from backend.settings import BackendSettings
+from backend.startup import STARTUP_FAILURE, check_model, exit_on, listen
 
 log = logging.getLogger("sluice.backend")
 
@@ -30,6 +33,21 @@ def parse_settings(argv: list[str] | None = None) -> BackendSettings:
         raise SystemExit("sluice backend: invalid settings\n  " + "\n  ".join(problems)) from exc
 
 
+def _load_app(settings: BackendSettings) -> Starlette:
+    """The app with its model loaded; a model that cannot be found is a StartupError."""
+    check_model(settings.model)
+    try:
+        return create_app(settings)
+    except (OSError, ValueError) as exc:  # what transformers and vLLM raise for a bad model
+        log.debug("loading the model failed", exc_info=exc)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StartupError(
+            f"cannot load the model {settings.model!r}: {reason}",
+            "Pass --model a local model folder, a hub id this machine has cached or can "
+            "download, or a built-in preset (demo, bench)",
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Runs the backend until interrupted; SIGTERM drains queued and running requests first."""
     # Before torch loads: OpenMP threads that spin-wait between parallel regions made CPU
@@ -41,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings)
+    try:
+        # The port first: finding it taken must not wait for a model to load.
+        sock = listen(settings.host, settings.port)
+        app = _load_app(settings)
+    except StartupError as exc:
+        exit_on(exc, prog="sluice backend")
     log.info(
         "serving on http://%s:%d (engine=%s, batching=%s, max_batch_size=%d, max_wait_ms=%g)",
         settings.host,
@@ -51,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.max_batch_size,
         settings.max_wait_ms,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -59,3 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         # Bounds how long uvicorn waits for open requests before the batcher's own drain.
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
+    server = uvicorn.Server(config)
+    with sock:
+        server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)

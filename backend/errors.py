@@ -111,3 +111,13 @@ class EngineFailed(BackendError):
     status_code = 500
     error_type = "server_error"
     code = "engine_error"
+
+
+class StartupError(Exception):
+    """A service cannot start: not an HTTP answer but the one line an operator reads."""
+
+    def __init__(self, cause: str, fix: str) -> None:
+        cause, fix = cause.rstrip(". "), fix.rstrip(". ")
+        super().__init__(f"{cause}. {fix}.")
+        self.cause = cause
+        self.fix = fix

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +21,11 @@ from typing import Any
 import httpx
 import uvicorn
 
+from backend.errors import StartupError
+from backend.startup import STARTUP_FAILURE, exit_on, free_port, listen, port_is_free
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.startup import check_redis
 from gateway.table import render_stats
 
 log = logging.getLogger("sluice")
@@ -75,16 +79,25 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def run_gateway(settings: GatewaySettings) -> None:
+def run_gateway(settings: GatewaySettings) -> int:
     """Serves the gateway with one uvicorn worker until interrupted."""
     _setup_logging(settings.log_level)
-    uvicorn.run(
+    try:
+        sock = listen(settings.host, settings.port)
+        check_redis(settings.redis_url)
+    except StartupError as exc:
+        exit_on(exc, prog="sluice gateway")
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
     )
+    server = uvicorn.Server(config)
+    with sock:
+        server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _banner(settings: GatewaySettings, admin_token: str, generated: bool) -> str:
@@ -108,6 +121,7 @@ def _banner(settings: GatewaySettings, admin_token: str, generated: bool) -> str
 
 async def _serve_all(
     settings: GatewaySettings,
+    sock: socket.socket,
     backend: subprocess.Popen[bytes],
     banner: str,
     stop: threading.Event,
@@ -120,7 +134,7 @@ async def _serve_all(
         access_log=False,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
     ready_url = f"http://127.0.0.1:{settings.port}/ready"
     announced = False
     async with httpx.AsyncClient() as http:
@@ -128,9 +142,11 @@ async def _serve_all(
             if stop.is_set():
                 server.should_exit = True  # a signal that came outside uvicorn's own handling
             if backend.poll() is not None:
-                log.error("the backend exited with code %s; stopping", backend.returncode)
                 server.should_exit = True
                 await serving
+                if backend.returncode == STARTUP_FAILURE and not announced:
+                    return STARTUP_FAILURE  # the backend printed why, in one line
+                log.error("the backend exited with code %s; stopping", backend.returncode)
                 return 1
             if not announced and server.started:
                 try:
@@ -163,17 +179,35 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def _backend_port(given: int | None) -> int:
+    """The port asked for, if it is free; else any free one on loopback."""
+    if given is None:
+        return free_port("127.0.0.1")
+    if not port_is_free("127.0.0.1", given):
+        raise StartupError(
+            f"port {given} on 127.0.0.1 (--backend-port) is already in use",
+            "Stop the process listening there, pass a free port to --backend-port, "
+            "or leave it out to take any free port",
+        )
+    return given
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Backend in a child process, gateway in this one; both stop together."""
     overrides = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
     settings = GatewaySettings(**overrides)
-    backend_port = args.backend_port or settings.port + 1
+    _setup_logging(settings.log_level)
+    try:
+        sock = listen(settings.host, settings.port)
+        backend_port = _backend_port(args.backend_port)
+        check_redis(settings.redis_url)
+    except StartupError as exc:
+        exit_on(exc, prog="sluice serve")
     settings = settings.model_copy(update={"upstreams": [f"http://127.0.0.1:{backend_port}"]})
     generated = False
     if not settings.admin_token:
         settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(16)})
         generated = True
-    _setup_logging(settings.log_level)
     command = [
         sys.executable, "-m", "gateway.cli", "backend",
         "--host", "127.0.0.1", "--port", str(backend_port), "--model", args.model,
@@ -192,7 +226,8 @@ def run_serve(args: argparse.Namespace) -> int:
     backend = subprocess.Popen(command, preexec_fn=_die_with_parent())
     try:
         banner = _banner(settings, str(settings.admin_token), generated)
-        return asyncio.run(_serve_all(settings, backend, banner, stop))
+        with sock:
+            return asyncio.run(_serve_all(settings, sock, backend, banner, stop))
     finally:
         backend.terminate()
         try:
@@ -227,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="gateway + backend + embedded Redis on one machine")
     serve.add_argument("--model", default="demo", help="demo | bench | HF folder or hub id")
-    serve.add_argument("--backend-port", type=int, default=None, help="default: --port + 1")
+    serve.add_argument(
+        "--backend-port", type=int, default=None, help="default: any free port on 127.0.0.1"
+    )
     add_settings_flags(serve, skip=("upstreams",))
 
     gateway = commands.add_parser("gateway", help="the caching gateway alone")
@@ -257,8 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(args)
     if args.command == "gateway":
-        run_gateway(settings_from(args))
-        return 0
+        return run_gateway(settings_from(args))
     return run_stats(args)
 
 

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cache.keys import exact_key
 from gateway.errors import BadRequest
 
 TTL_HEADER = "x-cache-ttl"
@@ -60,9 +59,3 @@ def is_sampled(body: dict[str, Any]) -> bool:
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         return True  # null or not a number: the upstream's default, which samples
     return temperature > 0
-
-
-def flight_key(tenant: str, endpoint: str, body: dict[str, Any]) -> str:
-    """Identity of a request for sharing one upstream call: the exact cache key, so requests
-    that share a flight are exactly those the cache would answer alike."""
-    return exact_key(tenant, endpoint, body)

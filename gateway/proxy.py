@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from cache.identity import RequestIdentity, identify
 from cache.response_cache import CacheHit, Endpoint
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
 from gateway.flight import Flight, Shared
-from gateway.policy import CachePolicy, flight_key, uncacheable_reason
+from gateway.policy import CachePolicy, uncacheable_reason
 from gateway.services import Services
 from gateway.sse import StreamAssembler, event, iter_events, replay
 from gateway.stats import Outcome
@@ -60,8 +61,15 @@ class _Call:
         return isinstance(options, dict) and bool(options.get("include_usage"))
 
     @cached_property
+    def identity(self) -> RequestIdentity:
+        """Made once (on first use: a bypass needs none) for single-flight, lookup and store."""
+        return identify(self.tenant, self.endpoint, self.body)
+
+    @property
     def key(self) -> str:
-        return flight_key(self.tenant, self.endpoint, self.body)
+        """Single-flight key: the exact cache key, so requests that share a flight are
+        exactly those the cache would answer alike."""
+        return self.identity.key_hash
 
     def finish(
         self,
@@ -206,7 +214,7 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
             return shared
         if policy.lookup:
             speculate = svc.speculate and svc.semantic_for(tenant)
-            hit = await svc.lookup(tenant, endpoint, body, semantic=not speculate)
+            hit = await svc.lookup(call.identity, semantic=not speculate)
             if hit is not None:
                 return _answer(call, hit.response, hit.kind, hit=hit)
             shared = await _join_flight(call, finished_too=True)
@@ -244,7 +252,7 @@ async def _race_semantic_lookup(call: _Call) -> Response:
     flight = svc.flights.lead(call.key)
     sending = asyncio.create_task(_send(call, store_usage=True))
     try:
-        hit = await svc.lookup(call.tenant, call.endpoint, call.body, exact=False)
+        hit = await svc.lookup(call.identity, exact=False)
         if hit is not None:
             await _abandon(sending)
             svc.metrics.speculation_dropped.inc()
@@ -322,7 +330,7 @@ async def _store_then_release(
     call: _Call, flight: Flight, answer: dict[str, Any], ttl: int
 ) -> None:
     try:
-        await call.svc.store(call.tenant, call.endpoint, call.body, answer, ttl)
+        await call.svc.store(call.identity, answer, ttl)
     finally:
         call.svc.flights.release(call.key, flight)
 

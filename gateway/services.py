@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cache.feedback import SemanticHit
+from cache.identity import RequestIdentity
 from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
 from gateway.auth import Authenticator, TenantSettings
 from gateway.flight import SingleFlight
@@ -32,6 +33,7 @@ class Cache(Protocol):
         exact: bool = True,
         semantic: bool = True,
         similarity_threshold: float | None = None,
+        identity: RequestIdentity | None = None,
     ) -> CacheHit | None: ...
 
     async def store(
@@ -43,6 +45,7 @@ class Cache(Protocol):
         *,
         ttl_s: int | None = None,
         semantic: bool = True,
+        identity: RequestIdentity | None = None,
     ) -> str | None: ...
 
     async def record(
@@ -125,29 +128,25 @@ class Services:
         return self.semantic and (own is None or own.semantic is not False)
 
     async def lookup(
-        self,
-        tenant: str,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        *,
-        exact: bool = True,
-        semantic: bool = True,
+        self, identity: RequestIdentity, *, exact: bool = True, semantic: bool = True
     ) -> CacheHit | None:
         """Cache lookup that never fails the request: errors and slowness count as a miss.
 
         exact, semantic: which stages to run (semantic only where the gateway and the tenant
         enable it, at the tenant's threshold if it has a stricter one).
         """
+        tenant = identity.namespace
         own = self.tenants.get(tenant)
         try:
             async with asyncio.timeout(self.cache_timeout_s):
                 hit = await self.cache.lookup(
                     tenant,
-                    endpoint,
-                    body,
+                    identity.endpoint,
+                    identity.body,
                     exact=exact,
                     semantic=semantic and self.semantic_for(tenant),
                     similarity_threshold=own.semantic_threshold if own else None,
+                    identity=identity,
                 )
         except Exception as exc:
             self.cache_failed("lookup", exc)
@@ -155,18 +154,18 @@ class Services:
         self.cache_ok()
         return hit
 
-    async def store(
-        self,
-        tenant: str,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        answer: dict[str, Any],
-        ttl: int,
-    ) -> None:
+    async def store(self, identity: RequestIdentity, answer: dict[str, Any], ttl: int) -> None:
         """Stores an answer, dropping it quietly if the cache is unavailable."""
+        tenant = identity.namespace
         try:
             await self.cache.store(
-                tenant, endpoint, body, answer, ttl_s=ttl, semantic=self.semantic_for(tenant)
+                tenant,
+                identity.endpoint,
+                identity.body,
+                answer,
+                ttl_s=ttl,
+                semantic=self.semantic_for(tenant),
+                identity=identity,
             )
         except Exception as exc:
             self.cache_failed("store", exc)

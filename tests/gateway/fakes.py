@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from cache.identity import RequestIdentity
 from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
 
 
@@ -232,6 +233,7 @@ class FakeResponseCache:
         exact: bool = True,
         semantic: bool = True,
         similarity_threshold: float | None = None,
+        identity: RequestIdentity | None = None,
     ) -> CacheHit | None:
         self._check()
         entry = self.exact.get(_exact(namespace, endpoint, body)) if exact else None
@@ -261,6 +263,7 @@ class FakeResponseCache:
         *,
         ttl_s: int | None = None,
         semantic: bool = True,
+        identity: RequestIdentity | None = None,
     ) -> str | None:
         self._check()
         entry = _Entry(

@@ -1,4 +1,5 @@
-"""The proxy in front of several fake upstreams: failover on refusals, and upstream auth."""
+"""The proxy in front of several fake upstreams: failover on refusals, upstream auth, and the
+request's identity made once."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cache import identity, keys, scope
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.gateway.conftest import SharedRedis, ask, real_gateway
 from tests.gateway.fakes import (
     FakeResponseCache,
     UpstreamControl,
@@ -116,3 +119,31 @@ async def test_streamed_miss_and_replayed_hit_have_the_same_chunkchunk_shape(
     # OpenAI leaves `usage` out of every chunk unless the client asked for it.
     assert all(("usage" in c) == include_usage for c in missed + replayed)
     assert chunk_shape(missed) == chunk_shape(replayed)
+
+
+async def test_a_request_is_canonicalised_once_for_flight_lookups_and_store(
+    shared_redis: SharedRedis, upstream_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    original = keys.canonical_request
+
+    def counted(namespace: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        made.append(body["messages"][-1]["content"])
+        return original(namespace, endpoint, body)
+
+    for module in (keys, scope, identity):
+        monkeypatch.setattr(module, "canonical_request", counted)
+    asked: list[str] = []
+
+    async def ask_as(text: str) -> str:
+        asked.append(text)
+        return (await ask(url, "any", text))[0]
+
+    async with real_gateway(shared_redis, upstream_url) as url:
+        # A miss: single-flight key, exact lookup, the semantic lookup racing the upstream
+        # call, and the store once answered.
+        assert await ask_as("cheap flights to Paris") == "miss"
+        while await ask_as("cheap flights to Paris") != "hit":  # stored just after the answer
+            await asyncio.sleep(0.02)
+        assert await ask_as("Paris cheap flights to") == "semantic"
+    assert made == asked

@@ -1,31 +1,43 @@
-"""Outcome counters and latency histograms in Redis, shared by every gateway replica.
+"""Event counters and latency histograms in Redis, shared by every gateway replica.
+
+The gateway counts each request's outcome here (gateway/stats.py owns that vocabulary); the
+cache counts one event of its own, `wrong` (a semantic hit an operator reported wrong, when it
+was reported). This module only knows events, namespaces and models.
 
 Layout (P = key prefix): `P:stats:all` (since counting began), `P:stats:m:<minute>` (one per
-minute, kept 2 h) and `P:stats:s:<5 s slot>` (kept 3 min). Each is a hash whose fields are
-`c|namespace|model|outcome` -> count and `l|namespace|model|bin` -> count, where latency bins
-are 10 % wide on a log scale, so p50/p99 are read back within 10 %. The outcome `wrong` is not
-a request: it counts semantic hits an operator reported wrong, when they were reported.
-The last minute is the last twelve 5-second slots; the last hour is the current minute and
-the 59 before it.
+minute, kept a little over 2 h) and `P:stats:s:<5 s slot>` (kept a little over 3 min). Each is
+a hash with the fields
+    c|namespace|model|event          -> count
+    t|namespace|model|event          -> a summed amount (the gateway: tokens saved)
+    l|namespace|model|event|bin      -> latencies in a log-scale bin 10 % wide
+and `P:stats:all` also holds `since` (when counting began). The last minute is the last twelve
+5-second slots; the last hour is the current minute and the 59 before it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cache.redis_client import RedisClient
 
-OUTCOMES = ("exact", "semantic", "miss", "bypass", "store", "wrong")
 SEP = "\x1f"
 BIN_BASE_MS = 0.01
 BIN_GROWTH = 1.1
 MAX_BIN = 250
 SLOT_S = 5
+TIMELINE_SLOTS = 36  # three minutes of 5-second slots
+HOUR_MINUTES = 60
 MINUTE_TTL_S = 2 * 3600 + 120
-SLOT_TTL_S = 180
+SLOT_TTL_S = TIMELINE_SLOTS * SLOT_S + 30
+
+Cell = tuple[str, str, str]  # namespace, model, event
+# Increments waiting to be written: (hash key, field) -> amount.
+Pending = dict[tuple[str, str], int]
 
 
 def latency_bin(ms: float) -> int:
@@ -35,88 +47,97 @@ def latency_bin(ms: float) -> int:
     return min(MAX_BIN, int(math.log(ms / BIN_BASE_MS) / math.log(BIN_GROWTH)) + 1)
 
 
-def bin_upper_ms(b: int) -> float:
-    """The upper edge of a bin: percentiles are reported conservatively."""
-    return BIN_BASE_MS * BIN_GROWTH**b
+def percentile(bins: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile of a histogram, as its bin's geometric middle (within about 5 %)."""
+    total = sum(bins.values())
+    if not total:
+        return None
+    rank, seen = max(1, math.ceil(q * total)), 0
+    for b in sorted(bins):
+        seen += bins[b]
+        if seen >= rank:
+            break
+    upper = BIN_BASE_MS * BIN_GROWTH**b
+    return round(upper if b == 0 else upper / math.sqrt(BIN_GROWTH), 3)
 
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class _Tally:
-    """Counts and a latency histogram for one slice (overall, a namespace or a model)."""
+@dataclass(slots=True)
+class Tally:
+    """Count, summed amount and latency histogram of one (namespace, model, event)."""
 
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.bins: dict[int, int] = defaultdict(int)
+    count: int = 0
+    amount: int = 0
+    bins: Counter[int] = field(default_factory=Counter)
 
-    def report(self) -> dict[str, Any]:
-        requests = sum(self.counts[o] for o in ("exact", "semantic", "miss", "bypass"))
-        hits = self.counts["exact"] + self.counts["semantic"]
-        return {
-            "exact": self.counts["exact"],
-            "semantic": self.counts["semantic"],
-            "miss": self.counts["miss"],
-            "bypass": self.counts["bypass"],
-            "stores": self.counts["store"],
-            "requests": requests,
-            "hit_rate": hits / requests if requests else None,
-            "reported_wrong": self.counts["wrong"],
-            # A floor on the false-hit rate: only what operators found and reported.
-            "false_hit_rate": (
-                self.counts["wrong"] / self.counts["semantic"] if self.counts["semantic"] else None
-            ),
-            "latency_ms": {
-                "p50": self._percentile(0.50),
-                "p99": self._percentile(0.99),
-                "count": sum(self.bins.values()),
-            },
-        }
-
-    def _percentile(self, q: float) -> float | None:
-        total = sum(self.bins.values())
-        if not total:
-            return None
-        rank, seen = q * total, 0
-        for b in sorted(self.bins):
-            seen += self.bins[b]
-            if seen >= rank:
-                return round(bin_upper_ms(b), 3)
-        return round(bin_upper_ms(max(self.bins)), 3)
+    def add(self, other: Tally) -> None:
+        self.count += other.count
+        self.amount += other.amount
+        self.bins.update(other.bins)
 
 
-class _View:
-    """One time window split overall, per namespace and per model."""
+@dataclass(slots=True)
+class Window:
+    """Everything counted in one stretch of time, by (namespace, model, event)."""
 
-    def __init__(self) -> None:
-        self.overall = _Tally()
-        self.namespaces: dict[str, _Tally] = defaultdict(_Tally)
-        self.models: dict[str, _Tally] = defaultdict(_Tally)
+    cells: dict[Cell, Tally] = field(default_factory=lambda: defaultdict(Tally))
 
-    def add(self, raw: dict[Any, Any]) -> None:
-        for field, value in raw.items():
-            parts = _s(field).split(SEP)
-            if len(parts) != 4:
-                continue
-            kind, ns, model, what = parts
-            n = int(value)
-            for tally in (self.overall, self.namespaces[ns], self.models[model]):
-                if kind == "c" and what in tally.counts:
-                    tally.counts[what] += n
-                elif kind == "l" and what.isdigit():
-                    tally.bins[int(what)] += n
+    def add_hash(self, raw: Mapping[Any, Any]) -> None:
+        for name, value in raw.items():
+            parts = _s(name).split(SEP)
+            kind = parts[0]
+            if kind in ("c", "t") and len(parts) == 4:
+                tally = self.cells[(parts[1], parts[2], parts[3])]
+                if kind == "c":
+                    tally.count += int(value)
+                else:
+                    tally.amount += int(value)
+            elif kind == "l" and len(parts) == 5 and parts[4].isdigit():
+                self.cells[(parts[1], parts[2], parts[3])].bins[int(parts[4])] += int(value)
 
-    def report(self) -> dict[str, Any]:
-        return {
-            "overall": self.overall.report(),
-            "namespaces": {k: v.report() for k, v in sorted(self.namespaces.items())},
-            "models": {k: v.report() for k, v in sorted(self.models.items())},
-        }
+    def add(self, other: Window) -> None:
+        for cell, tally in other.cells.items():
+            self.cells[cell].add(tally)
+
+    def count(self, event: str, *, namespace: str | None = None, model: str | None = None) -> int:
+        """How many `event`s, all together or for one namespace or model."""
+        return sum(
+            t.count
+            for (ns, m, e), t in self.cells.items()
+            if e == event and namespace in (None, ns) and model in (None, m)
+        )
+
+
+@dataclass(slots=True)
+class Windows:
+    """The windows read back: since counting began, the last hour and minute, and the
+    timelines (oldest first) of 5-second slots and of minutes."""
+
+    since: float | None
+    since_start: Window
+    last_hour: Window
+    last_minute: Window
+    slots: list[tuple[float, Window]]
+    minutes: list[tuple[float, Window]]
+
+    # `dict(windows)`, as ResponseCache.stats() still does; goes with that method.
+    def keys(self) -> list[str]:
+        return ["since", "since_start", "last_hour", "last_minute"]
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
 
 
 class StatsStore:
-    """Writes one outcome in one pipelined round trip; reads all windows in another."""
+    """Writes pending increments in one pipelined round trip; reads every window in another.
+
+    Parameters:
+        redis: the cache's Redis client.
+        prefix: the deployment's key prefix.
+    """
 
     def __init__(self, redis: RedisClient, *, prefix: str) -> None:
         self.redis = redis
@@ -129,41 +150,125 @@ class StatsStore:
             f"{self.prefix}:stats:s:{int(now // SLOT_S)}",
         )
 
-    async def record(
-        self, namespace: str, model: str, outcome: str, latency_ms: float | None
+    def add(
+        self,
+        pending: Pending,
+        namespace: str,
+        model: str,
+        event: str,
+        *,
+        at: float,
+        latency_ms: float | None = None,
+        amount: int = 0,
     ) -> None:
-        total, minute, slot = self._keys(time.time())
-        count_field = SEP.join(("c", namespace, model, outcome))
+        """Adds one event to `pending` (in the keys of the time `at`), to be written later."""
+        cell = (namespace, model, event)
+        fields = [SEP.join(("c", *cell))]
+        if latency_ms is not None:
+            fields.append(SEP.join(("l", *cell, str(latency_bin(latency_ms)))))
+        for key in self._keys(at):
+            for name in fields:
+                pending[(key, name)] = pending.get((key, name), 0) + 1
+            if amount:
+                name = SEP.join(("t", *cell))
+                pending[(key, name)] = pending.get((key, name), 0) + amount
+
+    def drop_stale(self, pending: Pending, now: float) -> None:
+        """Forgets increments of slots and minutes that would have expired by now."""
+        slot_now, minute_now = int(now // SLOT_S), int(now // 60)
+        for key, name in list(pending):
+            head, _, index = key.rpartition(":")
+            kind = head.rpartition(":")[2]
+            if not index.isdigit():
+                continue
+            if (kind == "s" and (slot_now - int(index)) * SLOT_S > SLOT_TTL_S) or (
+                kind == "m" and (minute_now - int(index)) * 60 > MINUTE_TTL_S
+            ):
+                del pending[(key, name)]
+
+    async def write(self, pending: Pending) -> None:
+        """Writes the increments (and the keys' lifetimes) in one round trip."""
+        if not pending:
+            return
         pipe = self.redis.pipeline(transaction=False)
-        for key in (total, minute, slot):
-            pipe.hincrby(key, count_field, 1)
-            if latency_ms is not None:
-                pipe.hincrby(
-                    key, SEP.join(("l", namespace, model, str(latency_bin(latency_ms)))), 1
-                )
-        pipe.expire(minute, MINUTE_TTL_S)
-        pipe.expire(slot, SLOT_TTL_S)
+        touched: set[str] = set()
+        for (key, name), amount in pending.items():
+            pipe.hincrby(key, name, amount)
+            touched.add(key)
+        for key in touched:
+            if key.endswith(":all"):
+                pipe.hsetnx(key, "since", repr(time.time()))
+            else:
+                pipe.expire(key, SLOT_TTL_S if ":stats:s:" in key else MINUTE_TTL_S)
         await pipe.execute()
 
-    async def read(self) -> dict[str, Any]:
-        now = time.time()
-        total, _, _ = self._keys(now)
+    async def record(
+        self, namespace: str, model: str, event: str, latency_ms: float | None = None
+    ) -> None:
+        """Counts one event at once."""
+        pending: Pending = {}
+        self.add(pending, namespace, model, event, at=time.time(), latency_ms=latency_ms)
+        await self.write(pending)
+
+    def _read_keys(self, now: float) -> tuple[list[str], list[float], list[float]]:
         minute_now, slot_now = int(now // 60), int(now // SLOT_S)
-        minutes = [f"{self.prefix}:stats:m:{minute_now - i}" for i in range(60)]
-        slots = [f"{self.prefix}:stats:s:{slot_now - i}" for i in range(60 // SLOT_S)]
+        minutes = [float(minute_now - i) * 60 for i in reversed(range(HOUR_MINUTES))]
+        slots = [float(slot_now - i) * SLOT_S for i in reversed(range(TIMELINE_SLOTS))]
+        keys = [f"{self.prefix}:stats:all"]
+        keys += [f"{self.prefix}:stats:m:{int(t // 60)}" for t in minutes]
+        keys += [f"{self.prefix}:stats:s:{int(t // SLOT_S)}" for t in slots]
+        return keys, minutes, slots
+
+    async def read(self, *, extra: Pending | None = None, now: float | None = None) -> Windows:
+        """Every window, with `extra` (increments not written yet) added in."""
+        now = time.time() if now is None else now
+        keys, _, _ = self._read_keys(now)
         pipe = self.redis.pipeline(transaction=False)
-        for key in (total, *minutes, *slots):
+        for key in keys:
             pipe.hgetall(key)
         raws = await pipe.execute()
-        views = {"since_start": _View(), "last_hour": _View(), "last_minute": _View()}
-        views["since_start"].add(raws[0])
-        for raw in raws[1 : 1 + len(minutes)]:
-            views["last_hour"].add(raw)
-        for raw in raws[1 + len(minutes) :]:
-            views["last_minute"].add(raw)
-        return {name: view.report() for name, view in views.items()}
+        return self.windows(dict(zip(keys, raws, strict=True)), extra=extra, now=now)
+
+    def windows(
+        self,
+        hashes: Mapping[str, Mapping[Any, Any]],
+        *,
+        extra: Pending | None = None,
+        now: float | None = None,
+    ) -> Windows:
+        """Windows from hashes already read (or from `extra` alone, when Redis is away)."""
+        now = time.time() if now is None else now
+        keys, minute_starts, slot_starts = self._read_keys(now)
+        merged: dict[str, dict[Any, Any]] = {key: dict(hashes.get(key) or {}) for key in keys}
+        for (key, name), amount in (extra or {}).items():
+            if key in merged:
+                held = merged[key]
+                held[name] = int(held.get(name, held.get(name.encode(), 0))) + amount
+                held.pop(name.encode(), None)
+        total = merged[keys[0]]
+        since_raw = total.pop("since", None) or total.pop(b"since", None)
+        windows = [Window() for _ in keys]
+        for window, key in zip(windows, keys, strict=True):
+            window.add_hash(merged[key])
+        minute_windows = windows[1 : 1 + HOUR_MINUTES]
+        slot_windows = windows[1 + HOUR_MINUTES :]
+        return Windows(
+            since=float(_s(since_raw)) if since_raw is not None else None,
+            since_start=windows[0],
+            last_hour=_sum(minute_windows),
+            last_minute=_sum(slot_windows[-(60 // SLOT_S) :]),
+            slots=list(zip(slot_starts, slot_windows, strict=True)),
+            minutes=list(zip(minute_starts, minute_windows, strict=True)),
+        )
 
     async def clear(self) -> None:
         """Removes every stats key under the prefix (tests and resets)."""
         async for key in self.redis.scan_iter(match=f"{self.prefix}:stats:*", count=500):
             await self.redis.delete(key)
+
+
+def _sum(windows: Iterable[Window]) -> Window:
+    out = Window()
+    for window in windows:
+        out.add(window)
+    return out

@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cache.errors import RedisUnavailable
+from cache.response_cache import EntryInfo
 from gateway.errors import BadRequest, CacheUnavailable, NotFound
 from gateway.metrics import backend_batch_stats
 from gateway.services import Services
+
+# Entries read to find the most-hit ones: the listing has no order by hits.
+TOP_SCAN = 5000
 
 
 def _services(request: Request) -> Services:
     svc: Services = request.state.services
     svc.auth.check_admin(request.headers.get("authorization"))
     return svc
-
-
-async def _cache_stats(svc: Services) -> dict[str, Any]:
-    try:
-        async with asyncio.timeout(svc.cache_timeout_s):
-            return await svc.cache.stats()
-    except Exception as exc:
-        return {"error": f"cache statistics unavailable ({type(exc).__name__})"}
 
 
 async def _backends(svc: Services) -> dict[str, Any]:
@@ -46,15 +43,15 @@ async def _backends(svc: Services) -> dict[str, Any]:
 
 
 async def stats(request: Request) -> JSONResponse:
-    """GET /admin/stats: this gateway's counts, shared cache counters, backends' batching."""
+    """GET /admin/stats: every replica's request counts, this gateway's backends' batching."""
     svc = _services(request)
-    cache_stats, backends = await asyncio.gather(_cache_stats(svc), _backends(svc))
+    requests, backends = await asyncio.gather(svc.stats.snapshot(), _backends(svc))
     return JSONResponse(
         {
-            "gateway": svc.stats.snapshot(),
-            "cache": cache_stats,
+            "gateway": requests,
             "backends": backends,
             "in_flight_upstream_calls": len(svc.flights),
+            "at": time.time(),
         }
     )
 
@@ -100,6 +97,29 @@ async def list_entries(request: Request) -> JSONResponse:
             "offset": offset,
             "limit": limit,
             "next_offset": offset + len(page) if len(page) == limit else None,
+        }
+    )
+
+
+async def top_entries(request: Request) -> JSONResponse:
+    """GET /admin/cache/top?tenant=&limit=: the most-hit entries among the first `scan`."""
+    svc = _services(request)
+    limit = _int_param(request, "limit", 10, low=1, high=1000)
+    scan = _int_param(request, "scan", TOP_SCAN, low=1, high=100_000)
+    tenant = request.query_params.get("tenant") or None
+    seen: list[EntryInfo] = []
+    while len(seen) < scan:
+        want = min(1000, scan - len(seen))
+        page = await svc.cache.entries(namespace=tenant, offset=len(seen), limit=want)
+        seen += page
+        if len(page) < want:
+            break
+    seen.sort(key=lambda entry: (-entry.hits, -entry.created_at))
+    return JSONResponse(
+        {
+            "data": [dataclasses.asdict(entry) for entry in seen[:limit]],
+            "scanned": len(seen),
+            "limit": limit,
         }
     )
 

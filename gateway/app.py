@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cache.stats import StatsStore
 from gateway import admin, proxy
 from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
-from gateway.metrics import CONTENT_TYPE
-from gateway.recorder import OutcomeRecorder
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.services import Cache, Services
 from gateway.settings import GatewaySettings
+from gateway.stats import RequestStats
 from gateway.upstream import UpstreamPool
 
 
@@ -82,6 +83,7 @@ ROUTES = [
     Route("/admin/stats", admin.stats, methods=["GET"]),
     Route("/admin/cache", admin.delete_cache, methods=["DELETE"]),
     Route("/admin/cache/entries", admin.list_entries, methods=["GET"]),
+    Route("/admin/cache/top", admin.top_entries, methods=["GET"]),
     Route("/admin/semantic-hits", admin.semantic_hits, methods=["GET"]),
     Route("/admin/semantic-hits/{hit_id}/wrong", admin.mark_wrong, methods=["POST"]),
     Route("/admin/semantic-negatives", admin.semantic_negatives, methods=["GET"]),
@@ -120,6 +122,14 @@ def create_app(
                     )
                 )
             )
+            metrics = GatewayMetrics()
+            stats = await stack.enter_async_context(
+                RequestStats(
+                    StatsStore(the_cache.redis, prefix=the_cache.key_prefix),
+                    registry=metrics.registry,
+                    timeout_s=max(config.redis_timeout_s, 1.0),
+                )
+            )
             services = Services(
                 cache=the_cache,
                 upstream=pool,
@@ -134,9 +144,10 @@ def create_app(
                 speculate=config.speculative_upstream,
                 stream_usage=config.upstream_stream_usage,
                 log_bodies=config.log_bodies,
+                stats=stats,
+                metrics=metrics,
             )
             stack.push_async_callback(services.aclose)
-            services.recorder = await stack.enter_async_context(OutcomeRecorder(services.record))
             yield {"services": services}
 
     return Starlette(

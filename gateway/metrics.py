@@ -2,47 +2,41 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import math
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+class _Retired:
+    """Stands in for the request counters proxy.py still increments next to
+    `RequestStats.record`, which counts every request now (#13): a call here counts nothing.
+    Goes once proxy.py stops calling them."""
+
+    def labels(self, *values: str) -> _Retired:
+        return self
+
+    def inc(self, amount: float = 1.0) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
 
 
 class GatewayMetrics:
-    """Request counts by tenant, model and cache outcome; latency; upstream failures."""
+    """This process's Prometheus registry: upstream failures, dropped speculative calls and
+    requests in progress here; `RequestStats` registers the request counts in it."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "sluice_gateway_requests",
-            "Answered requests by tenant, model, endpoint and cache outcome.",
-            ["tenant", "model", "endpoint", "cache"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "sluice_gateway_request_seconds",
-            "Time from request to the end of the answer, by cache outcome.",
-            ["cache"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.saved_tokens = Counter(
-            "sluice_gateway_saved_tokens",
-            "Tokens (prompt + completion) of answers served from the cache.",
-            ["tenant", "model"],
-            registry=self.registry,
-        )
+        self.requests = self.latency = self.saved_tokens = self.coalesced = _Retired()
         self.upstream_errors = Counter(
             "sluice_gateway_upstream_errors",
             "Requests that failed upstream (unreachable, timeout, cut stream).",
             ["kind"],
-            registry=self.registry,
-        )
-        self.coalesced = Counter(
-            "sluice_gateway_coalesced_requests",
-            "Misses that waited for an identical in-flight upstream call instead of making one.",
             registry=self.registry,
         )
         self.speculation_dropped = Counter(
@@ -61,12 +55,37 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
-def backend_batch_stats(text: str) -> dict[str, float | None]:
+def _histogram(buckets: dict[float, float]) -> list[tuple[float, float]]:
+    """Cumulative Prometheus buckets as (upper bound, count in that bucket alone)."""
+    out, below = [], 0.0
+    for le in sorted(buckets):
+        out.append((le, buckets[le] - below))
+        below = buckets[le]
+    return out
+
+
+def _quantile_upper(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding the q-quantile (None without observations)."""
+    total = buckets.get(math.inf, 0.0)
+    if not total:
+        return None
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return le
+    return None
+
+
+def backend_batch_stats(text: str) -> dict[str, Any]:
     """Reads a Sluice backend's batching figures out of its Prometheus text."""
     sums: dict[str, float] = {}
+    buckets: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+            if sample.name.endswith("_bucket") and "le" in sample.labels:
+                le = float(sample.labels["le"])
+                held = buckets.setdefault(sample.name, {})
+                held[le] = held.get(le, 0.0) + sample.value
 
     def get(name: str) -> float | None:
         return sums.get(f"sluice_backend_{name}")
@@ -77,12 +96,31 @@ def backend_batch_stats(text: str) -> dict[str, float | None]:
             return None
         return round(total / count * scale, 3)
 
+    sizes = buckets.get("sluice_backend_batch_size_bucket", {})
+    waits = buckets.get("sluice_backend_queue_wait_seconds_bucket", {})
+
+    def wait_ms(q: float) -> float | None:
+        upper = _quantile_upper(waits, q)
+        return None if upper is None else (math.inf if math.isinf(upper) else upper * 1000.0)
+
     return {
         "queue_depth": get("queue_depth"),
+        "running_rows": get("running_rows"),
         "requests": get("requests_total"),
         "generated_tokens": get("generated_tokens_total"),
         "batches": get("batch_size_count"),
         "mean_batch_size": mean("batch_size"),
+        # Rows per batch: [largest size of the bucket, batches], "+Inf" for the last.
+        "batch_sizes": [
+            ["+Inf" if math.isinf(le) else int(le), int(n)] for le, n in _histogram(sizes)
+        ],
         "mean_queue_wait_ms": mean("queue_wait_seconds", 1000.0),
+        # Upper bounds of the histogram buckets holding the median and the 99th percentile.
+        "queue_wait_ms_p50_at_most": _json_number(wait_ms(0.5)),
+        "queue_wait_ms_p99_at_most": _json_number(wait_ms(0.99)),
         "mean_batch_run_ms": mean("batch_run_seconds", 1000.0),
     }
+
+
+def _json_number(value: float | None) -> float | str | None:
+    return "+Inf" if value is not None and math.isinf(value) else value

@@ -10,11 +10,11 @@ from typing import Any, Protocol
 
 from cache.feedback import SemanticHit
 from cache.identity import RequestIdentity
-from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
+from cache.redis_client import RedisClient
+from cache.response_cache import CacheHit, Endpoint, EntryInfo
 from gateway.auth import Authenticator, TenantSettings
 from gateway.flight import SingleFlight
 from gateway.metrics import GatewayMetrics
-from gateway.recorder import OutcomeRecorder
 from gateway.stats import RequestStats
 from gateway.upstream import UpstreamPool
 
@@ -23,6 +23,10 @@ log = logging.getLogger("sluice.gateway")
 
 class Cache(Protocol):
     """What the gateway needs of `cache.ResponseCache` (see cache/response_cache.py)."""
+
+    # The request statistics (gateway/stats.py) are kept on the cache's Redis, under its prefix.
+    redis: RedisClient
+    key_prefix: str
 
     async def lookup(
         self,
@@ -47,12 +51,6 @@ class Cache(Protocol):
         semantic: bool = True,
         identity: RequestIdentity | None = None,
     ) -> str | None: ...
-
-    async def record(
-        self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
-    ) -> None: ...
-
-    async def stats(self) -> dict[str, Any]: ...
 
     async def invalidate(
         self,
@@ -97,9 +95,8 @@ class Services:
     stream_usage: bool = True
     log_bodies: bool = False
     flights: SingleFlight = field(default_factory=SingleFlight)
-    stats: RequestStats = field(default_factory=RequestStats)
-    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    recorder: OutcomeRecorder | None = None
+    stats: RequestStats
+    metrics: GatewayMetrics
     # Strong references keep fire-and-forget tasks (stores, stat records) from being collected.
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _cache_failing: bool = False
@@ -170,16 +167,9 @@ class Services:
         except Exception as exc:
             self.cache_failed("store", exc)
 
-    def count(self, tenant: str, model: str, outcome: Outcome, latency_ms: float) -> None:
-        """Adds one outcome to the shared counters in Redis, after the answer."""
-        if self.recorder is not None:
-            self.recorder.submit(tenant, model, outcome, latency_ms)
-
-    async def record(self, tenant: str, model: str, outcome: Outcome, latency_ms: float) -> None:
-        try:
-            await self.cache.record(tenant, model, outcome, latency_ms=latency_ms)
-        except Exception as exc:
-            self.cache_failed("record", exc)
+    def count(self, tenant: str, model: str, outcome: str, latency_ms: float) -> None:
+        """Counts nothing: `stats.record` counts every request (#13). proxy.py still calls
+        this after it; goes once that call does."""
 
     async def aclose(self) -> None:
         """Lets pending stores finish (briefly) before the cache closes."""

@@ -9,6 +9,7 @@ _COLUMNS = (
     ("exact", "exact_hits"),
     ("semantic", "semantic_hits"),
     ("miss", "misses"),
+    ("coalesced", "coalesced"),
     ("bypass", "bypasses"),
     ("errors", "errors"),
     ("hit rate", "hit_rate"),
@@ -57,26 +58,26 @@ def _row(name: str, summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _wrong_rows(shared: dict[str, Any]) -> list[list[str]]:
-    """Overall and per tenant, from the counters in Redis: reports come in on any replica."""
+def _wrong_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Overall and per tenant with semantic hits or reports."""
 
-    def row(name: str, tally: dict[str, Any]) -> list[str]:
-        rate = tally.get("false_hit_rate")
+    def row(name: str, summary: dict[str, Any]) -> list[str]:
+        rate = summary.get("false_hit_rate")
         return [
             name,
-            _cell(tally.get("semantic", 0)),
-            _cell(tally.get("reported_wrong", 0)),
+            _cell(summary.get("semantic_hits", 0)),
+            _cell(summary.get("reported_wrong", 0)),
             "-" if rate is None else f"{rate:.1%}",
         ]
 
-    if "overall" not in shared:
+    if "overall" not in data:
         return []
     tenants = [
-        row(f"tenant {t}", tally)
-        for t, tally in shared.get("namespaces", {}).items()
-        if tally.get("semantic") or tally.get("reported_wrong")
+        row(f"tenant {t}", summary)
+        for t, summary in data.get("per_tenant", {}).items()
+        if summary.get("semantic_hits") or summary.get("reported_wrong")
     ]
-    return [row("overall", shared["overall"]), *tenants]
+    return [row("overall", data["overall"]), *tenants]
 
 
 def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
@@ -92,14 +93,17 @@ def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
         _row(name.replace("_", " "), gateway.get(name, {}).get("overall", {}))
         for name in ("last_minute", "last_hour", "since_start")
     ]
+    title = "All requests (all gateways)"
+    if gateway.get("redis_available") is False:
+        title = "All requests (Redis unavailable: this gateway's unwritten counts only)"
     parts = [
-        "All requests (this gateway)",
+        title,
         _grid(header, windows),
         "",
         f"By tenant and model ({window.replace('_', ' ')})",
         _grid(header, rows),
     ]
-    wrong = _wrong_rows(stats.get("cache", {}).get(window, {}))
+    wrong = _wrong_rows(data)
     if wrong:
         header = ["", "semantic hits", "reported wrong", "wrong / semantic"]
         title = f"Semantic hits reported wrong (all gateways, {window.replace('_', ' ')})"
@@ -107,7 +111,7 @@ def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
     backends = stats.get("backends", {})
     if backends:
         b_header = ["backend", "up", "outstanding", "queue", "batches", "mean batch",
-                    "wait ms", "run ms", "tokens"]  # fmt: skip
+                    "wait ms", "wait p99 <=", "run ms", "tokens"]  # fmt: skip
         b_rows = []
         for url, info in backends.items():
             batching = info.get("batching") or {}
@@ -120,6 +124,7 @@ def render_stats(stats: dict[str, Any], *, window: str = "since_start") -> str:
                     _cell(batching.get("batches")),
                     _ms(batching.get("mean_batch_size")),
                     _ms(batching.get("mean_queue_wait_ms")),
+                    _cell(batching.get("queue_wait_ms_p99_at_most")),
                     _ms(batching.get("mean_batch_run_ms")),
                     _cell(batching.get("generated_tokens")),
                 ]

@@ -188,28 +188,6 @@ async def test_entries_are_paged_with_hit_counts(make_cache: CacheFactory) -> No
     assert all("question" not in e.entry_id for e in all_entries)
 
 
-async def test_stats_count_outcomes_per_namespace_and_model(make_cache: CacheFactory) -> None:
-    cache = await make_cache(semantic_enabled=False)
-    await cache.record("a", "m1", "exact", latency_ms=0.4)
-    await cache.record("a", "m1", "miss", latency_ms=120.0)
-    await cache.record("b", "m2", "semantic", latency_ms=9.0)
-    await cache.store("a", "chat", chat("q", model="m1"), answer("x"))
-    stats = await cache.stats()
-    for window in ("last_minute", "last_hour", "since_start"):
-        overall = stats[window]["overall"]
-        assert (overall["exact"], overall["semantic"], overall["miss"], overall["stores"]) == (
-            1,
-            1,
-            1,
-            1,
-        )
-        assert overall["requests"] == 3 and abs(overall["hit_rate"] - 2 / 3) < 1e-9
-    assert stats["last_minute"]["namespaces"]["a"]["miss"] == 1
-    assert stats["last_minute"]["models"]["m2"]["semantic"] == 1
-    latency = stats["since_start"]["overall"]["latency_ms"]
-    assert 9.0 <= latency["p50"] <= 9.0 * 1.1 and 120 <= latency["p99"] <= 132
-
-
 async def test_a_second_instance_rebuilds_its_index_from_redis(
     make_cache: CacheFactory, redis: RedisClient
 ) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import fakeredis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cache.identity import RequestIdentity
-from cache.response_cache import CacheHit, Endpoint, EntryInfo, Outcome
+from cache.response_cache import CacheHit, Endpoint, EntryInfo
 
 
 @dataclass
@@ -214,7 +215,9 @@ class FakeResponseCache:
     def __init__(self) -> None:
         self.exact: dict[str, _Entry] = {}
         self.scoped: dict[tuple[str, str], _Entry] = {}
-        self.records: list[tuple[str, str, Outcome]] = []
+        # The gateway keeps its request statistics on the cache's Redis.
+        self.redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        self.key_prefix = "sluice"
         self.down = False
         # How long a semantic lookup takes (the embedding), and when each one ended.
         self.semantic_delay_s = 0.0
@@ -278,16 +281,6 @@ class FakeResponseCache:
         if semantic:
             self.scoped[(_scope(namespace, endpoint, body), _normal(_question(body)))] = entry
         return entry.entry_id
-
-    async def record(
-        self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
-    ) -> None:
-        self._check()
-        self.records.append((namespace, model, outcome))
-
-    async def stats(self) -> dict[str, Any]:
-        self._check()
-        return {"records": len(self.records)}
 
     async def invalidate(
         self,

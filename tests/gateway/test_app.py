@@ -344,7 +344,7 @@ async def test_health_ready_metrics_models(stack: Stack) -> None:
         assert ready.status_code == 200 and ready.json()["redis"] is True
         await _chat(_client(stack), "counted")
         text = (await http.get("/metrics")).text
-        assert 'sluice_gateway_requests_total{cache="miss",endpoint="chat"' in text
+        assert 'sluice_gateway_requests_total{model="fake",outcome="miss",tenant="default"}' in text
         missing = await http.get("/nowhere")
         assert missing.status_code == 404 and "error" in missing.json()
     models = await _client(stack).models.list()
@@ -468,5 +468,5 @@ async def test_client_gone_before_the_stream_starts_leaves_nothing_hanging() -> 
             services: Services = state["services"]
             assert len(services.flights) == 0
             assert services.upstream.outstanding() == {upstream_url: 0}
-            since = services.stats.snapshot()["since_start"]["overall"]
+            since = (await services.stats.snapshot())["since_start"]["overall"]
             assert since["errors"] == 1

@@ -9,9 +9,12 @@ import sys
 import time
 from typing import Any
 
+import fakeredis
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from cache.stats import StatsStore
 from gateway.cli import build_parser, main, settings_from
 from gateway.settings import GatewaySettings
 from gateway.stats import RequestStats
@@ -40,11 +43,12 @@ def test_every_setting_has_a_flag_and_flags_override_the_environment(
     assert settings.redis_url == "redis://r:6379/3"
 
 
-def test_stats_table_shows_overall_tenants_and_models() -> None:
-    stats = RequestStats()
+async def test_stats_table_shows_overall_tenants_and_models() -> None:
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    stats = RequestStats(StatsStore(redis, prefix="t"), registry=CollectorRegistry())
     stats.record("acme", "m1", "exact", latency_ms=0.8, saved_tokens=12)
     stats.record("acme", "m1", "miss", latency_ms=420.0)
-    text = render_stats({"gateway": stats.snapshot(), "backends": {}})
+    text = render_stats({"gateway": await stats.snapshot(), "backends": {}})
     lines = text.splitlines()
     overall = next(line for line in lines if line.startswith("overall"))
     assert overall.split()[1:4] == ["2", "1", "0"]

@@ -285,20 +285,10 @@ def test_tenants_are_isolated(running: Running) -> None:
 
 def test_stats_count_what_was_sent(running: Running) -> None:
     sent = running.sent
-    for _ in range(50):
-        stats = running.admin("/admin/stats")
-        mine = stats["gateway"]["since_start"]["overall"]
-        shared = stats["cache"]["since_start"]["overall"]
-        if shared["requests"] == sum(sent.values()):
-            break
-        time.sleep(0.05)
+    stats = running.admin("/admin/stats")
+    mine = stats["gateway"]["since_start"]["overall"]
     assert mine["requests"] == sum(sent.values())
     assert (mine["exact_hits"], mine["semantic_hits"], mine["misses"]) == (
-        sent["hit"],
-        sent["semantic"],
-        sent["miss"],
-    )
-    assert (shared["exact"], shared["semantic"], shared["miss"]) == (
         sent["hit"],
         sent["semantic"],
         sent["miss"],

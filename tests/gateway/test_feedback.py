@@ -94,12 +94,12 @@ async def test_a_hit_reported_wrong_is_never_served_again_on_any_replica(
 
             async def counted() -> dict[str, Any] | None:
                 stats = (await _admin(second, "GET", "/admin/stats")).json()
-                acme: dict[str, Any] = stats["cache"]["since_start"]["namespaces"]["acme"]
-                return stats if acme["semantic"] == 2 and acme["reported_wrong"] == 1 else None
+                acme: dict[str, Any] = stats["gateway"]["since_start"]["per_tenant"]["acme"]
+                return stats if acme["semantic_hits"] == 2 and acme["reported_wrong"] == 1 else None
 
             stats = await _until(counted, "1 reported wrong hit of 2 semantic hits for acme")
-            assert stats["cache"]["since_start"]["overall"]["reported_wrong"] == 1
-            assert stats["cache"]["since_start"]["namespaces"]["acme"]["false_hit_rate"] == 0.5
+            assert stats["gateway"]["since_start"]["overall"]["reported_wrong"] == 1
+            assert stats["gateway"]["since_start"]["per_tenant"]["acme"]["false_hit_rate"] == 0.5
             monkeypatch.setenv("SLUICE_GATEWAY_ADMIN_TOKEN", ADMIN)
             assert await asyncio.to_thread(main, ["stats", "--url", second]) == 0
     out = capsys.readouterr().out

@@ -2,10 +2,13 @@
 
 Runs ResponseCache against the Redis at REDIS_URL (database 11, keys under a unique prefix,
 removed at the end) with the real all-MiniLM-L6-v2 embedder (the gateway's default runtime and
-thread count unless --embed-backend / --embed-threads say otherwise) and the installed guard. The
-semantic index is filled with random unit vectors in the queries' own scope (the worst case:
-every first-turn question of one chatbot shares a scope), plus real questions from
-../shared/data/semantic_dev_pairs.jsonl stored through the cache; queries are real text.
+thread count unless --embed-backend / --embed-threads say otherwise) and the trained verifier
+(cache/semantic/verifier.py, as the gateway loads it). The semantic index is filled with random
+unit vectors in the queries' own scope (the worst case: every first-turn question of one chatbot
+shares a scope), plus real questions from ../shared/data/semantic_dev_pairs.jsonl stored through
+the cache; queries are real text. The throughput loop asks the dev questions that are not stored
+verbatim, with no suffix, so that their stored neighbours reach the verifier's model (a suffix
+with a number would have the hard cues refuse every candidate first).
 
     .venv/bin/python -m bench.cache            # full run (1k/10k/100k), writes docs/BENCHMARKS.md
     .venv/bin/python -m bench.cache --quick    # short check (1k/10k), prints only
@@ -22,7 +25,6 @@ import json
 import logging
 import os
 import random
-import re
 import time
 import tracemalloc
 import uuid
@@ -47,6 +49,7 @@ from cache.keys import namespace_hash
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
 from cache.scope import semantic_query
+from cache.semantic.verifier import ModelVerifier
 from cache.vector_index import DEFAULT_HNSW_MIN_ENTRIES, ScopedIndex
 from gateway.settings import GatewaySettings
 
@@ -134,42 +137,54 @@ async def bench_semantic(
 
 
 class StandInEncoder:
-    """Serves each throughput question the vector of its question without the tag (the model
-    ran beforehand), so that the throughput loop measures the cache's own work."""
+    """Serves each throughput question its vector computed beforehand (the model ran before
+    the loop), so that the throughput loop measures the cache's own work."""
 
     def __init__(self, encoder: Encoder, texts: list[str]) -> None:
         self.dim = encoder.dim
         self.vectors = dict(zip(texts, encoder.encode(texts), strict=True))
 
     def encode(self, texts: Sequence[str]) -> Matrix:
-        return np.stack([self.vectors[re.sub(r" \(tp \d+\)$", "", t)] for t in texts])
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def throughput_queries(texts: list[str], stored: set[str], n: int) -> list[str]:
+    """n dev questions, none stored verbatim (no exact hits), in a seeded random order."""
+    asked = sorted(set(texts) - stored)
+    rng = random.Random("tp")
+    return [rng.choice(asked) for _ in range(n)]
 
 
 async def bench_throughput(
     cache: ResponseCache,
-    texts: list[str],
+    queries: list[str],
     concurrency: int,
     duration_s: float,
     stand_in: StandInEncoder | None = None,
 ) -> dict[str, float]:
-    """`concurrency` clients doing semantic lookups of distinct questions back to back."""
+    """`concurrency` clients doing semantic lookups back to back, each embedding its question
+    (the memo of recent vectors is emptied before every lookup) and verifying its candidates."""
     embedder = cache.embedder
     assert isinstance(embedder, MicroBatchEmbedder)
+    verifier = cache.verifier
+    counts = isinstance(verifier, ModelVerifier)
     encoder = embedder.encoder
     if stand_in is not None:
         embedder.encoder = stand_in
     batches0, texts0 = embedder.batches, embedder.texts
-    queries = unique_queries(texts, 200_000, "tp")
-    done = 0
+    vbatches0, pairs0 = (verifier.batches, verifier.pairs) if counts else (0, 0)
+    done = hits = 0
     cpu = time.process_time()
     stop = time.perf_counter() + duration_s
 
     async def client(k: int) -> None:
-        nonlocal done
+        nonlocal done, hits
         i = k
         while time.perf_counter() < stop:
-            await cache.lookup(NAMESPACE, "chat", body(queries[i % len(queries)]))
+            cache._recent_vectors.clear()
+            hit = await cache.lookup(NAMESPACE, "chat", body(queries[i % len(queries)]))
             done += 1
+            hits += hit is not None
             i += concurrency
 
     started = time.perf_counter()
@@ -181,7 +196,13 @@ async def bench_throughput(
     out = {
         "lookups_per_s": done / elapsed,
         "mean_batch": (embedder.texts - texts0) / max(1, batches),
+        "tp_hits": hits / max(1, done),
     }
+    if counts:
+        assert isinstance(verifier, ModelVerifier)
+        pairs = verifier.pairs - pairs0
+        out["pairs_per_lookup"] = pairs / max(1, done)
+        out["mean_verify_batch"] = pairs / max(1, verifier.batches - vbatches0)
     if stand_in is not None:  # this process's CPU, model left out: the cache's own cost
         out["cpu_us_per_lookup"] = cpu / max(1, done) * 1e6
     return out
@@ -272,6 +293,7 @@ async def run(args: argparse.Namespace) -> str:
             print(f"index memory: {memory}")
             for a, _ in pairs:
                 await cache.store(NAMESPACE, "chat", body(a), answer(a))
+            queries = throughput_queries(texts, {a for a, _ in pairs}, 200_000)
             scope = semantic_query(NAMESPACE, "chat", body("x"))
             assert scope is not None
             nsh = namespace_hash(NAMESPACE)
@@ -294,7 +316,7 @@ async def run(args: argparse.Namespace) -> str:
                         await asyncio.sleep(0.2)
                     graph_wait = time.perf_counter() - t
                 sem = await bench_semantic(cache, pairs, texts, args.semantic_n, f"s{size}")
-                tp = await bench_throughput(cache, texts, 32, args.duration, stand_in)
+                tp = await bench_throughput(cache, queries, 32, args.duration, stand_in)
                 # Exact-vs-HNSW on the same vectors; below the switch-over build a graph here.
                 graph = None
                 if hnswlib_available() and size < DEFAULT_HNSW_MIN_ENTRIES:
@@ -344,21 +366,28 @@ def report(
         f"| exact miss | {exact['miss_p50']:.3f} | {exact['miss_p99']:.3f} |",
         "",
         "Semantic lookups including embedding (exact miss, embed, search the scope, fetch",
-        "candidates, guard), one at a time; throughput with 32 concurrent clients:",
+        "candidates, verifier), one at a time: every other lookup a paraphrase of a stored",
+        "question, the rest other questions; past the first round of pairs every question",
+        "carries a numbered suffix, which makes the hard cues refuse each candidate before the",
+        "model. Throughput with 32 concurrent clients asking dev questions not stored verbatim,",
+        "each embedded and its candidates verified (pairs the verifier's model scored per",
+        "lookup, and per model call):",
         "",
         f"(embedding runtime: {args.embed_backend}, {args.embed_threads} thread(s); the model "
         f"alone took {model['one_p50']:.1f} ms for one text and {model['batch32_p50']:.1f} ms "
         "for a batch of 32, p50, during this run)",
         "",
         "| entries in scope | p50 ms | p99 ms | semantic hits / lookups | lookups/s at 32 "
-        "| mean embed batch |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| hits at 32 | mean embed batch | verifier pairs per lookup | mean verifier batch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         n = r["semantic"] + r["exact"] + r["miss"]
         out.append(
             f"| {r['size']:,} | {r['p50']:.2f} | {r['p99']:.2f} | {r['semantic']}/{n} | "
-            f"{r['lookups_per_s']:.0f} | {r['mean_batch']:.1f} |"
+            f"{r['lookups_per_s']:.0f} | {r['tp_hits']:.0%} | {r['mean_batch']:.1f} | "
+            f"{r.get('pairs_per_lookup', float('nan')):.2f} | "
+            f"{r.get('mean_verify_batch', float('nan')):.1f} |"
         )
     out += [
         "",

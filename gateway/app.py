@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cache.stats import StatsStore
-from gateway import admin, proxy
+from gateway import admin, page, proxy
 from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -80,6 +80,8 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/admin", page.admin_page, methods=["GET"]),
+    Route("/admin/static/{name}", page.admin_static, methods=["GET"]),
     Route("/admin/stats", admin.stats, methods=["GET"]),
     Route("/admin/cache", admin.delete_cache, methods=["DELETE"]),
     Route("/admin/cache/entries", admin.list_entries, methods=["GET"]),

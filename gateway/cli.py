@@ -109,7 +109,8 @@ def _banner(settings: GatewaySettings, admin_token: str, generated: bool) -> str
             "",
             "Sluice is ready.",
             f"  Point your chatbot here:  {base}/v1   (OpenAI base_url; any API key)",
-            f"  Admin:                    {base}/admin/stats",
+            f"  Dashboard:                {base}/admin   (asks for the admin token)",
+            f"  Admin API:                {base}/admin/stats",
             f"      Authorization: Bearer {admin_token}{token_note}",
             f"  Terminal stats:           SLUICE_GATEWAY_ADMIN_TOKEN={admin_token} "
             f"sluice stats --url {base}",

@@ -320,6 +320,9 @@ async def test_admin_routes(stack: Stack) -> None:
     page = (await _admin(stack, "GET", "/admin/cache/entries", params={"limit": 2})).json()
     assert len(page["data"]) == 2 and page["next_offset"] == 2
     assert {"entry_id", "namespace", "model", "hits"} <= set(page["data"][0])
+    top = (await _admin(stack, "GET", "/admin/cache/top", params={"limit": 2})).json()
+    assert (top["data"][0]["question"], top["data"][0]["hits"]) == ("a1", 1)
+    assert len(top["data"]) == 2 and top["scanned"] == 3
     stats = (await _admin(stack, "GET", "/admin/stats")).json()
     overall = stats["gateway"]["since_start"]["overall"]
     assert (overall["requests"], overall["misses"], overall["exact_hits"]) == (4, 3, 1)

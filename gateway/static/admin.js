@@ -227,7 +227,10 @@ function renderBackends(stats) {
   }
 }
 
-function batchChart(sizes) {
+function batchChart(all) {
+  // Up to the largest size seen (at least four bars): the long empty tail tells nothing.
+  const last = all.reduce((at, [, count], i) => (count ? i : at), -1);
+  const sizes = all.slice(0, Math.max(4, last + 1));
   const svg = el("svg", { class: "batch-sizes", width: 180, height: 40, viewBox: "0 0 180 40" });
   const most = Math.max(1, ...sizes.map((s) => s[1]));
   const w = sizes.length ? 180 / sizes.length : 180;

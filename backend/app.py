@@ -30,6 +30,7 @@ from backend.errors import (
 )
 from backend.loading import close_engine, load_engine
 from backend.metrics import CONTENT_TYPE, BackendMetrics
+from backend.openapi import backend_openapi, openapi_route
 from backend.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -384,6 +385,7 @@ def create_app(
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            openapi_route(backend_openapi()),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backend.batcher import Completion
 from backend.engines.base import FinishReason, SamplingParams
 from backend.errors import InvalidRequest
+from backend.json_body import InvalidJson, parse_json_object
 
 # Fields that would change the output but that this backend does not implement: each is
 # accepted only at its neutral value, and rejected with a 400 naming it otherwise.
@@ -57,7 +58,8 @@ class _Request(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    # OpenAI's seed is a 64-bit integer; torch's generators refuse anything wider.
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -192,13 +194,9 @@ R = TypeVar("R", bound=_Request)
 def parse_request(body: bytes, model: type[R]) -> R:
     """Parses a JSON body into a request model, mapping every failure to a clear 400."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+        data = parse_json_object(body)
+    except InvalidJson as exc:
+        raise InvalidRequest(exc.message, code=exc.code) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

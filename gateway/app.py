@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -13,15 +14,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backend.openapi import openapi_route
 from cache.stats import StatsStore
 from gateway import admin, page, proxy
 from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.openapi import gateway_openapi
 from gateway.services import Cache, Services
 from gateway.settings import GatewaySettings
 from gateway.stats import RequestStats
 from gateway.upstream import UpstreamPool
+
+log = logging.getLogger("sluice.gateway")
 
 
 def open_cache(settings: GatewaySettings) -> AbstractAsyncContextManager[Cache]:
@@ -71,6 +76,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         str(exc.detail), error_type="invalid_request_error", code=str(exc.status_code)
     )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug must still answer in OpenAI's shape, which clients know how to raise from."""
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    body = error_body("The gateway hit an internal error.", error_type="server_error")
+    return JSONResponse(body, status_code=500)
 
 
 ROUTES = [
@@ -153,7 +165,11 @@ def create_app(
             yield {"services": services}
 
     return Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, openapi_route(gateway_openapi())],
         lifespan=lifespan,
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
     )

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from backend.json_body import InvalidJson, parse_json_object
 from cache.identity import RequestIdentity, identify
 from cache.response_cache import CacheHit, Endpoint
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
@@ -131,11 +132,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _parse(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
+        body = parse_json_object(raw)
+    except InvalidJson as exc:
+        raise BadRequest(exc.message, code=exc.code) from None
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise BadRequest("you must provide a model parameter", param="model")
     if endpoint == "chat":

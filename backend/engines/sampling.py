@@ -46,6 +46,8 @@ def _sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | 
         probs = torch.softmax(sorted_logits, dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
         outside = (torch.cumsum(probs, dim=-1) - probs) >= p.top_p
+        # A top_p below float32's range rounds to 0, which would mask the top token too.
+        outside[0] = False
         sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
         probs = torch.softmax(sorted_logits, dim=-1)
         pick = torch.multinomial(probs, 1, generator=gen)

@@ -25,7 +25,7 @@ from backend.errors import StartupError
 from backend.startup import STARTUP_FAILURE, exit_on, free_port, listen, port_is_free
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.startup import check_redis
+from gateway.startup import check_keys, check_redis, load_settings
 from gateway.table import render_stats
 
 log = logging.getLogger("sluice")
@@ -68,7 +68,10 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] =
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     """Settings from the environment, overridden by the flags given."""
     given = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
-    return GatewaySettings(**given)
+    try:
+        return load_settings(given)
+    except StartupError as exc:
+        exit_on(exc, prog=f"sluice {args.command}")
 
 
 def _setup_logging(level: str) -> None:
@@ -83,6 +86,7 @@ def run_gateway(settings: GatewaySettings) -> int:
     """Serves the gateway with one uvicorn worker until interrupted."""
     _setup_logging(settings.log_level)
     try:
+        check_keys(inline=settings.api_keys, path=settings.api_keys_file)
         sock = listen(settings.host, settings.port)
         check_redis(settings.redis_url)
     except StartupError as exc:
@@ -195,10 +199,10 @@ def _backend_port(given: int | None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Backend in a child process, gateway in this one; both stop together."""
-    overrides = {k: v for k, v in vars(args).items() if k in GatewaySettings.model_fields}
-    settings = GatewaySettings(**overrides)
+    settings = settings_from(args)
     _setup_logging(settings.log_level)
     try:
+        check_keys(inline=settings.api_keys, path=settings.api_keys_file)
         sock = listen(settings.host, settings.port)
         backend_port = _backend_port(args.backend_port)
         check_redis(settings.redis_url)

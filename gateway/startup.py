@@ -1,14 +1,21 @@
-"""The gateway's start-up checks: a Redis that does not answer is named, with its fix, before
-the gateway loads its embedder and long before a client would meet a cache that fails open."""
+"""The gateway's start-up checks: bad settings, unreadable API keys and a Redis that does not
+answer are named, with their fix, before the gateway loads its embedder and long before a
+client would meet a cache that fails open."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import ValidationError
 
 from backend.errors import StartupError
 from cache.errors import ConfigError
 from cache.redis_client import connect_redis
+from gateway.auth import load_keys, load_tenant_settings
+from gateway.settings import GatewaySettings
 
 REDIS_FIX = (
     "Start Redis there, or point --redis-url (or REDIS_URL) at one that runs; "
@@ -52,3 +59,37 @@ def check_redis(url: str | None, *, timeout_s: float = 2.0) -> None:
     except Exception as exc:  # redis-py's ConnectionError, AuthenticationError, ResponseError...
         reason = str(exc).strip() or type(exc).__name__
         raise StartupError(f"cannot reach Redis at {redacted(url)} ({reason})", REDIS_FIX) from None
+
+
+def load_settings(given: dict[str, Any]) -> GatewaySettings:
+    """Settings from the environment and the flags given, or a StartupError naming each bad
+    one by its flag and its variable."""
+    try:
+        return GatewaySettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(
+                f"--{name.replace('_', '-')} / SLUICE_GATEWAY_{name.upper()}: {error['msg']}"
+            )
+        raise StartupError(
+            "invalid settings: " + "; ".join(problems), "Fix the flag or the variable named"
+        ) from None
+
+
+def check_keys(*, inline: str | None, path: Path | None) -> None:
+    """Raises StartupError when the API keys cannot be read or parsed (never quoting a key)."""
+    try:
+        load_keys(inline=inline, path=path)
+        load_tenant_settings(inline=inline, path=path)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read the API keys file {path} ({exc.strerror})",
+            "Point --api-keys-file (SLUICE_GATEWAY_API_KEYS_FILE) at a readable file",
+        ) from None
+    except ValueError as exc:
+        raise StartupError(
+            f"the API keys are not valid: {exc}",
+            "Fix that entry in --api-keys (SLUICE_GATEWAY_API_KEYS) or in the keys file",
+        ) from None

@@ -106,3 +106,32 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], *, timeout_s: float) -> d
             pass
         time.sleep(0.3)
     raise AssertionError("serve was not ready in time")
+
+
+def test_an_invalid_setting_is_named_by_its_flag_and_variable() -> None:
+    failed = run_sluice("gateway", "--no-semantic", env={"SLUICE_GATEWAY_PORT": "eighty"})
+    line = failed.the_line()
+    assert line.startswith(
+        "sluice gateway: invalid settings: --port / SLUICE_GATEWAY_PORT: Input should be a valid"
+    )
+    assert line.endswith("Fix the flag or the variable named.")
+
+
+@pytest.mark.parametrize("command", ["gateway", "serve"])
+def test_a_missing_keys_file_is_named(command: str, tmp_path: Path) -> None:
+    missing = tmp_path / "keys.txt"
+    line = run_sluice(
+        command, "--port", str(free_port()), "--api-keys-file", str(missing), "--no-semantic"
+    ).the_line()
+    assert line == (
+        f"sluice {command}: cannot read the API keys file {missing} (No such file or directory). "
+        "Point --api-keys-file (SLUICE_GATEWAY_API_KEYS_FILE) at a readable file."
+    )
+
+
+def test_a_malformed_key_entry_is_named_without_the_key() -> None:
+    line = run_sluice(
+        "gateway", "--port", str(free_port()), "--api-keys", "sk-secret-123 team-a", "--no-semantic"
+    ).the_line()
+    assert line.startswith("sluice gateway: the API keys are not valid: API key entries must")
+    assert "sk-secret-123" not in line

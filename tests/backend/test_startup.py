@@ -40,3 +40,13 @@ def test_a_hub_id_that_cannot_be_fetched_is_named() -> None:
     ).the_line()
     assert line.startswith("sluice backend: cannot load the model 'sluice-tests/no-such-model': ")
     assert "--model" in line
+
+
+def test_an_invalid_setting_is_named_by_its_flag_and_variable() -> None:
+    line = run_sluice(
+        "backend", "--port", "0", env={"SLUICE_BACKEND_MAX_BATCH_SIZE": "0"}
+    ).the_line()
+    assert line == (
+        "sluice backend: invalid settings: --max-batch-size / SLUICE_BACKEND_MAX_BATCH_SIZE: "
+        "Input should be greater than or equal to 1. Fix the flag or the variable named."
+    )

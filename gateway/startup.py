@@ -57,7 +57,7 @@ def check_redis(url: str | None, *, timeout_s: float = 2.0) -> None:
             f"Redis at {redacted(url)} did not answer within {timeout_s * 2:g} s", REDIS_FIX
         ) from None
     except Exception as exc:  # redis-py's ConnectionError, AuthenticationError, ResponseError...
-        reason = str(exc).strip() or type(exc).__name__
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
         raise StartupError(f"cannot reach Redis at {redacted(url)} ({reason})", REDIS_FIX) from None
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger("sluice.gateway.requests")
 
 JSON = "application/json"
 SSE = "text/event-stream"
+UNKNOWN_MODEL = "(unknown model)"
 _X_CACHE = {"exact": "hit", "semantic": "semantic", "miss": "miss", "bypass": "bypass"}
 
 
@@ -82,29 +83,32 @@ class _Call:
     ) -> None:
         """Counts the request once its answer has been sent in full."""
         svc = self.svc
+        # Names the upstream does not know (a typo, or a flood of made-up ones) share one
+        # label, so they cannot grow the metrics and the shared counters without bound.
+        model = self.model if status != 404 else UNKNOWN_MODEL
         latency_ms = (time.perf_counter() - self.started) * 1000.0
         saved = _tokens(answer) if outcome in ("exact", "semantic") else 0
         svc.stats.record(
             self.tenant,
-            self.model,
+            model,
             outcome,
             latency_ms=latency_ms,
             saved_tokens=saved,
             coalesced=coalesced,
         )
         cache_label = _X_CACHE.get(outcome, outcome)
-        svc.metrics.requests.labels(self.tenant, self.model, self.endpoint, cache_label).inc()
+        svc.metrics.requests.labels(self.tenant, model, self.endpoint, cache_label).inc()
         svc.metrics.latency.labels(cache_label).observe(latency_ms / 1000.0)
         if saved:
-            svc.metrics.saved_tokens.labels(self.tenant, self.model).inc(saved)
+            svc.metrics.saved_tokens.labels(self.tenant, model).inc(saved)
         if coalesced:
             svc.metrics.coalesced.inc()
         if outcome != "error":
-            svc.count(self.tenant, self.model, outcome, latency_ms)
+            svc.count(self.tenant, model, outcome, latency_ms)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s tenant=%s model=%s cache=%s status=%d %.1fms",
-                self.path, self.tenant, self.model, cache_label, status, latency_ms,
+                self.path, self.tenant, model, cache_label, status, latency_ms,
             )  # fmt: skip
         if svc.log_bodies:
             log.info("request=%s answer=%s", self.raw.decode(errors="replace"), json.dumps(answer))

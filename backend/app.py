@@ -23,6 +23,7 @@ from backend.batcher import Batcher, Generation
 from backend.engines.base import AnyEngine, RowOutput, SamplingParams
 from backend.errors import (
     BackendError,
+    BodyTooLarge,
     ContextLengthExceeded,
     InvalidRequest,
     ModelNotFound,
@@ -64,6 +65,7 @@ class Service:
     model_name: str
     model_aliases: frozenset[str]
     created: int
+    max_body_bytes: int
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.model_aliases:
@@ -132,10 +134,25 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or a 413 as soon as it is known to pass `limit` (declared or as read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def completions(request: Request) -> Response:
     """POST /v1/completions."""
     service = _service(request)
-    req = parse_request(await request.body(), CompletionRequest)
+    req = parse_request(await _read_body(request, service.max_body_bytes), CompletionRequest)
     service.check_model(req.model)
     prompt = req.single_prompt()
     if isinstance(prompt, str):
@@ -159,7 +176,7 @@ async def completions(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
     service = _service(request)
-    req = parse_request(await request.body(), ChatCompletionRequest)
+    req = parse_request(await _read_body(request, service.max_body_bytes), ChatCompletionRequest)
     service.check_model(req.model)
     try:
         ids = service.engine.encode_chat(req.message_dicts())
@@ -367,6 +384,7 @@ def create_app(
                         model_name=model_name,
                         model_aliases=aliases,
                         created=now(),
+                        max_body_bytes=settings.max_body_bytes,
                     )
                 }
         finally:

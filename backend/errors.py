@@ -69,6 +69,17 @@ class NotFound(BackendError):
     code = "not_found"
 
 
+class BodyTooLarge(BackendError):
+    """The request body is past `max_body_bytes`: refused before it is all in memory."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than {limit} bytes.")
+
+
 class QueueFull(BackendError):
     """The waiting queue is at its bound; the client should retry later."""
 

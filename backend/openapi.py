@@ -208,7 +208,7 @@ _SELF = plain_get("This document.", {JSON: {"schema": {"type": "object"}}})
 
 def backend_openapi() -> dict[str, Any]:
     """The backend's document."""
-    errors = ("400", "404", "429", "499", "500", "503", "504")
+    errors = ("400", "404", "413", "429", "499", "500", "503", "504")
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sluice backend", "version": "1"},

@@ -45,6 +45,11 @@ class BackendSettings(BaseSettings):
     max_wait_ms: float = Field(
         default=10, ge=0, description="How long a batch stays open after its first request."
     )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Larger request bodies get 413 (the gateway's JSON may be 3x its client's).",
+    )
     max_queue: int = Field(
         default=1024, ge=1, description="Most waiting requests; past it, answer 429."
     )

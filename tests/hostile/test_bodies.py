@@ -113,3 +113,19 @@ def test_hostile_bodies_never_get_a_5xx(
 ) -> None:
     body = data.draw(hostile_body(path), label="body")
     assert_handled(post(live, service, path, body))
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_the_backend_refuses_a_body_past_its_limit(live: Live, declared: bool) -> None:
+    """16 MiB by default: a giant body is refused before it is all in memory."""
+    body = b'{"model":"demo","prompt":"' + b"a" * (17 * 1024 * 1024) + b'"}'
+    content = body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+    reply = httpx.post(
+        live.backend + "/v1/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=120,
+    )
+    assert reply.status_code == 413
+    assert_error_shape(reply)
+    assert reply.json()["error"]["code"] == "request_too_large"

@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,7 +20,7 @@ from cache.stats import StatsStore
 from gateway import admin, page, proxy
 from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics, InflightRequests
 from gateway.openapi import gateway_openapi
 from gateway.services import Cache, Services
 from gateway.settings import GatewaySettings
@@ -167,6 +168,7 @@ def create_app(
     return Starlette(
         routes=[*ROUTES, openapi_route(gateway_openapi())],
         lifespan=lifespan,
+        middleware=[Middleware(InflightRequests)],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

@@ -208,3 +208,29 @@ async def test_two_replicas_show_the_sum_in_admin_stats_and_sluice_stats(
                 sent["exact"],
                 sent["miss"],
             )
+
+
+async def test_requests_in_progress_are_a_gauge_in_metrics(stack: Stack) -> None:
+    stack.upstream.delay_s = 0.5
+    body = {"model": "fake", "messages": [{"role": "user", "content": "slow"}], "stream": True}
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+
+        async def inflight() -> float:
+            return _metric_plain(
+                (await http.get("/metrics")).text, "sluice_gateway_inflight_requests"
+            )
+
+        asked = [
+            asyncio.create_task(http.post("/v1/chat/completions", json=body)) for _ in range(2)
+        ]
+        for _ in range(40):
+            if await inflight() == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert await inflight() == 2
+        await asyncio.gather(*asked)
+        assert await inflight() == 0
+
+
+def _metric_plain(text: str, name: str) -> float:
+    return next(float(line.split()[1]) for line in text.splitlines() if line.split(" ")[0] == name)

@@ -99,6 +99,8 @@ def run_gateway(settings: GatewaySettings) -> int:
         access_log=settings.log_level == "debug",
     )
     server = uvicorn.Server(config)
+    # uvicorn names the address only for sockets it binds itself.
+    log.info("listening on http://%s:%d", settings.host, settings.port)
     with sock:
         server.run(sockets=[sock])
     return 0 if server.started else STARTUP_FAILURE

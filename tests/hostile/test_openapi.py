@@ -4,6 +4,7 @@ documented status, content type and body (errors in OpenAI's shape)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import httpx
@@ -40,8 +41,19 @@ EXAMPLES = settings(
     suppress_health_check=list(HealthCheck),
 )
 
-backend_schema = schemathesis.openapi.from_dict(backend_openapi())
-gateway_schema = schemathesis.openapi.from_dict(gateway_openapi())
+
+def served_model_only(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with `model` pinned to the one served: any other name is a 404 before
+    validation, so valid cases would rarely reach the engine (or, through the gateway, the
+    cache). Invalid cases still vary it."""
+    pinned = copy.deepcopy(document)
+    for name in ("CompletionRequest", "ChatCompletionRequest"):
+        pinned["components"]["schemas"][name]["properties"]["model"] = {"const": "demo"}
+    return pinned
+
+
+backend_schema = schemathesis.openapi.from_dict(served_model_only(backend_openapi()))
+gateway_schema = schemathesis.openapi.from_dict(served_model_only(gateway_openapi()))
 
 
 @pytest.mark.parametrize(

@@ -45,10 +45,10 @@ from cache.embedder import (
     resolve_backend,
 )
 from cache.hnsw import HnswGraph, hnswlib_available
+from cache.identity import identify
 from cache.keys import namespace_hash
 from cache.redis_client import RedisClient, connect_redis
 from cache.response_cache import ResponseCache
-from cache.scope import semantic_query
 from cache.semantic.verifier import ModelVerifier
 from cache.vector_index import DEFAULT_HNSW_MIN_ENTRIES, ScopedIndex
 from gateway.settings import GatewaySettings
@@ -292,8 +292,11 @@ async def run(args: argparse.Namespace) -> str:
             for a, _ in pairs:
                 await cache.store(NAMESPACE, "chat", body(a), answer(a))
             queries = throughput_queries(texts, {a for a, _ in pairs}, 200_000)
-            scope = semantic_query(NAMESPACE, "chat", body("x"))
-            assert scope is not None
+            # The partition the lookups search: the request's scope narrowed by the language
+            # gate to the question's language and path (an English question's, like all here).
+            query = cache._semantic_query(identify(NAMESPACE, "chat", body(pairs[0][0])))
+            assert query is not None
+            scope = query.scope
             nsh = namespace_hash(NAMESPACE)
             stand_in = StandInEncoder(encoder, texts) if args.stand_in_encoder else None
             fill = random_unit(max(args.sizes), encoder.dim, seed=7)
@@ -307,7 +310,7 @@ async def run(args: argparse.Namespace) -> str:
                 await cache.sync.rebuild()
                 filled = max(0, size - len(index))
                 for i in range(filled):
-                    index.add(f"{nsh}.f{i}", scope.scope, fill[i], FAR)
+                    index.add(f"{nsh}.f{i}", scope, fill[i], FAR)
                 graph_wait = 0.0
                 if size >= DEFAULT_HNSW_MIN_ENTRIES and hnswlib_available():
                     while index.graphs_ready() == 0:
@@ -324,7 +327,7 @@ async def run(args: argparse.Namespace) -> str:
                     graph.add_many([f"{nsh}.f{i}" for i in range(filled)], fill[:filled])
                     graph_wait = time.perf_counter() - t
                 elif hnswlib_available():
-                    graph = _graph_of(index, scope.scope)
+                    graph = _graph_of(index, scope)
                 raw = raw_search(fill[:filled], probes, graph, f"{nsh}.f")
                 row = {"size": size, "build": graph_wait, **sem, **tp, **raw}
                 row["outages"] = cache.failopen.outages

@@ -25,7 +25,7 @@ from backend.errors import StartupError
 from backend.startup import STARTUP_FAILURE, exit_on, free_port, listen, port_is_free
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.startup import check_keys, check_redis, load_settings
+from gateway.startup import check_embedding_model, check_keys, check_redis, load_settings
 from gateway.table import render_stats
 
 log = logging.getLogger("sluice")
@@ -87,6 +87,7 @@ def run_gateway(settings: GatewaySettings) -> int:
     _setup_logging(settings.log_level)
     try:
         check_keys(inline=settings.api_keys, path=settings.api_keys_file)
+        check_embedding_model(settings.embedding_model, semantic=settings.semantic)
         sock = listen(settings.host, settings.port)
         check_redis(settings.redis_url)
     except StartupError as exc:
@@ -205,6 +206,7 @@ def run_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     try:
         check_keys(inline=settings.api_keys, path=settings.api_keys_file)
+        check_embedding_model(settings.embedding_model, semantic=settings.semantic)
         sock = listen(settings.host, settings.port)
         backend_port = _backend_port(args.backend_port)
         check_redis(settings.redis_url)

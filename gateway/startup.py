@@ -93,3 +93,23 @@ def check_keys(*, inline: str | None, path: Path | None) -> None:
             f"the API keys are not valid: {exc}",
             "Fix that entry in --api-keys (SLUICE_GATEWAY_API_KEYS) or in the keys file",
         ) from None
+
+
+def check_embedding_model(model: str | None, *, semantic: bool) -> None:
+    """Refuses an embedding model that names a local folder which is not there or holds no
+    sentence-transformers model, before the lifespan would fail on it with a traceback."""
+    if not semantic or model is None:
+        return
+    path = Path(model).expanduser()
+    if not (model.startswith(("/", ".", "~")) or path.exists()):
+        return  # a hub id: left to sentence-transformers
+    fix = (
+        "Pass --embedding-model a sentence-transformers model folder, leave it unset for "
+        "all-MiniLM-L6-v2, or turn the semantic cache off with --no-semantic"
+    )
+    if not path.is_dir():
+        raise StartupError(f"embedding model folder {model} does not exist", fix)
+    if not any((path / name).is_file() for name in ("modules.json", "config.json")):
+        raise StartupError(
+            f"embedding model folder {model} holds no modules.json or config.json", fix
+        )

@@ -135,3 +135,18 @@ def test_a_malformed_key_entry_is_named_without_the_key() -> None:
     ).the_line()
     assert line.startswith("sluice gateway: the API keys are not valid: API key entries must")
     assert "sk-secret-123" not in line
+
+
+@pytest.mark.parametrize("command", ["gateway", "serve"])
+def test_a_missing_embedding_model_folder_is_named(command: str, tmp_path: Path) -> None:
+    missing = tmp_path / "no-embedder"
+    line = run_sluice(
+        command, "--port", str(free_port()), "--embedding-model", str(missing)
+    ).the_line()
+    assert line.startswith(f"sluice {command}: embedding model folder {missing} does not exist. ")
+    assert "--no-semantic" in line
+
+
+def test_a_folder_without_an_embedding_model_is_named(tmp_path: Path) -> None:
+    line = run_sluice("gateway", "--port", str(free_port()), "--embedding-model", str(tmp_path))
+    assert f"embedding model folder {tmp_path} holds no modules.json" in line.the_line()

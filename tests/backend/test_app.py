@@ -165,6 +165,12 @@ async def test_completion_stream_without_usage() -> None:
     [
         ("/v1/completions", b"{not json", 400, None, "invalid_json"),
         ("/v1/completions", b"[1, 2]", 400, None, None),
+        ("/v1/completions", b'{"prompt": "x", "user": ' + b"[" * 99 + b"]" * 99 + b"}", 400,
+         None, None),
+        ("/v1/completions", b"[" * 100_000, 400, None, None),
+        ("/v1/completions", b'{"prompt": "x\\ud800"}', 400, None, None),
+        ("/v1/completions", b'{"prompt": "x", "max_tokens": NaN}', 400, None, "invalid_json"),
+        ("/v1/completions", {"prompt": "x", "seed": 2**64}, 400, "seed", None),
         ("/v1/completions", {"prompt": "x", "max_tokens": "5"}, 400, "max_tokens", None),
         ("/v1/completions", {"prompt": "x", "temperature": 3}, 400, "temperature", None),
         ("/v1/completions", {"max_tokens": 5}, 400, "prompt", None),

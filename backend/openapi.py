@@ -2,7 +2,8 @@
 client may send and what it gets back, for people, client generators and schema fuzzers.
 
 Request bodies come from the pydantic models that validate them, so the document cannot drift
-from the validation; responses are written out here in OpenAI's wire format.
+from the validation; responses are written out here in OpenAI's wire format. (Starlette's own
+SchemaGenerator only collects YAML written into handler docstrings: every body twice.)
 """
 
 from __future__ import annotations

@@ -26,9 +26,20 @@ from typing import Any
 from bench.report import reproduce_command, write_section
 from cache.embedder import MicroBatchEmbedder, load_encoder
 from cache.response_cache import ResponseCache
-from cache.semantic.corpus import LANGUAGES, Pair, conversations, pairs, shared_dev
+from cache.semantic.corpus import (
+    LANGUAGES,
+    Pair,
+    Split,
+    conversations,
+    pairs,
+    shared_dev,
+    small_talk_split,
+)
 from cache.semantic.language import english_gate
-from cache.semantic.verifier import ModelVerifier, load_verifier
+from cache.semantic.rules import same_question
+from cache.semantic.small_talk import SmallTalkModel, exchange_text
+from cache.semantic.train_verifier import ensure_trained
+from cache.semantic.verifier import ModelVerifier, default_cache_dir
 
 DEFAULT_PNG = Path(__file__).resolve().parent.parent / "docs" / "img" / "semantic_eval.png"
 
@@ -51,11 +62,22 @@ def _answer(text: str) -> dict[str, Any]:
     return {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
 
 
-async def run(items: Sequence[Pair], verifier: ModelVerifier, backend: str) -> list[Outcome]:
+async def run(
+    items: Sequence[Pair],
+    verifier: ModelVerifier,
+    small_talk: SmallTalkModel | None,
+    backend: str,
+) -> list[Outcome]:
     """Stores each `a`, looks up its `b`, one namespace per pair."""
     embedder = MicroBatchEmbedder(load_encoder(backend))
     lowered = ModelVerifier(verifier.classifier, verifier.calibration, min_score=-math.inf)
-    cache = ResponseCache(None, embedder=embedder, verifier=lowered, language_gate=english_gate())
+    cache = ResponseCache(
+        None,
+        embedder=embedder,
+        verifier=lowered,
+        language_gate=english_gate(),
+        small_talk=small_talk,
+    )
     out = []
     async with cache:
         for i, p in enumerate(items):
@@ -64,9 +86,38 @@ async def run(items: Sequence[Pair], verifier: ModelVerifier, backend: str) -> l
             hit = await cache.lookup(namespace, "chat", _body(p.history_b, p.b))
             score = None
             if hit is not None and hit.kind == "semantic":
-                score = float(verifier.classifier.scores([(p.a, p.b)])[0])
+                # The same question is served whatever the classifier says (rules.py).
+                score = (
+                    math.inf
+                    if same_question(p.a, p.b)
+                    else float(verifier.classifier.scores([(p.a, p.b)])[0])
+                )
             out.append(Outcome(p, score))
     return out
+
+
+def small_talk_table(model: SmallTalkModel, split: Split, backend: str) -> str:
+    """How the small-talk model does on the split's labelled exchanges: of those it calls
+    small talk (left out of the scope), how many are (precision), and how many of the
+    small talk it finds (recall)."""
+    rows = small_talk_split(split)
+    if not rows:
+        return ""
+    encoder = load_encoder(backend)
+    vectors = encoder.encode([exchange_text(r["user"], r["assistant"]) for r in rows])
+    called = model.probabilities(vectors) >= model.threshold
+    labels = [bool(r["small_talk"]) for r in rows]
+    right = sum(c and y for c, y in zip(called, labels, strict=True))
+    n_called, n_small = int(called.sum()), sum(labels)
+    p_lo, p_hi = wilson(right, n_called)
+    r_lo, r_hi = wilson(right, n_small)
+    precision = right / n_called if n_called else float("nan")
+    return (
+        f"Small talk in histories (cache/semantic/small_talk.py, threshold {model.threshold:.3f}):"
+        f" {len(rows)} labelled exchanges, {n_called} called small talk, {n_called - right} of"
+        f" them wrongly; precision {precision:.3f} [{p_lo:.3f}, {p_hi:.3f}], recall"
+        f" {right / max(1, n_small):.3f} [{r_lo:.3f}, {r_hi:.3f}]."
+    )
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -170,20 +221,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--show-wrong", action="store_true", help="print each wrong hit")
     ap.add_argument("--no-write", action="store_true", help="don't update docs/BENCHMARKS.md")
     args = ap.parse_args(argv)
-    verifier = ModelVerifier.load(args.verifier) if args.verifier else load_verifier()
+    folder = args.verifier or ensure_trained(default_cache_dir())
+    verifier = ModelVerifier.load(folder)
+    small_talk = SmallTalkModel.read(folder)
     threshold = verifier.min_score
     sections = []
     for split in args.splits:
         items = [*pairs(split), *conversations(split)]
         if split == "dev":
             items += shared_dev()
-        outcomes = asyncio.run(run(items, verifier, args.embed_backend))
+        outcomes = asyncio.run(run(items, verifier, small_talk, args.embed_backend))
         if args.show_wrong:
             for o in outcomes:
                 if o.score is not None and o.score >= threshold and not o.pair.label:
                     print(f"wrong hit {o.score:.2f} {o.pair.kind}: {o.pair.a!r} / {o.pair.b!r}")
         singles = [o for o in outcomes if not _is_conversation(o.pair)]
-        by_language = {
+        by_language: dict[str, Sequence[Outcome]] = {
             lang: [o for o in singles if o.pair.lang == lang and o.pair.domain != "shared"]
             for lang in LANGUAGES
         }
@@ -201,11 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"verifier score at least {threshold:.2f})"
         )
         text = heading + "\n\n" + table(groups, threshold)
-        print(text + "\n")
-        sections.append(text)
+        if small_talk is not None:
+            text += "\n\n" + small_talk_table(small_talk, split, args.embed_backend)
         if split == "test":
             plot(by_language, threshold, args.png)
             print(f"curves: {args.png}")
+        print(text + "\n")
+        sections.append(text)
     print(f"reproduce: {reproduce_command()}")
     if not args.no_write:
         write_section(

@@ -31,8 +31,9 @@ from cache.identity import Endpoint as Endpoint  # where callers have always fou
 from cache.identity import RequestIdentity, identify, question_text
 from cache.keys import namespace_hash
 from cache.redis_client import RedisClient, connect_redis
-from cache.scope import SemanticQuery
+from cache.scope import SemanticQuery, scope_of
 from cache.semantic.language import Gate, english_gate
+from cache.semantic.small_talk import SmallTalkFilter, SmallTalkModel
 from cache.semantic.verifier import Verdict, Verifier, load_verifier
 from cache.stats import StatsStore
 from cache.sync import ReplicaSync
@@ -114,6 +115,8 @@ class ResponseCache:
         hit_log_ttl_s: how long a logged hit (both questions' text) is kept.
         refusal_similarity: a question at least this similar to one reported wrong for an
             entry is not served by that entry either.
+        small_talk: the model that finds small talk in a conversation's history, left out of
+            the semantic scope (None: every earlier message is part of the scope).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class ResponseCache:
         hit_log_size: int = 1000,
         hit_log_ttl_s: int = 7 * 86_400,
         refusal_similarity: float = REFUSAL_SIMILARITY,
+        small_talk: SmallTalkModel | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if default_ttl_s <= 0 or max_entries_per_namespace <= 0:
@@ -158,6 +162,11 @@ class ResponseCache:
         )
         self.language_gate = (
             language_gate if language_gate or not self.semantic_enabled else english_gate()
+        )
+        self.small_talk = (
+            SmallTalkFilter(small_talk, embedder, self.language_gate)
+            if small_talk is not None and embedder is not None and self.language_gate is not None
+            else None
         )
         self.max_candidates = max_candidates
         self.embed_timeout_s = embed_timeout_s
@@ -258,7 +267,7 @@ class ResponseCache:
     ) -> CacheHit | None:
         """Nearest cached questions in the scope, above the threshold, that the verifier
         allows and that were not reported wrong for this question."""
-        query = self._semantic_query(identity)
+        query = await self._semantic_query(identity)
         if query is None:
             return None
         vector = await self._embed(query.question)
@@ -301,11 +310,12 @@ class ResponseCache:
             return self._semantic_hit(asked, neighbour, question, response, verdict)
         return None
 
-    def _semantic_query(self, identity: RequestIdentity) -> SemanticQuery | None:
+    async def _semantic_query(self, identity: RequestIdentity) -> SemanticQuery | None:
         """The request's question and scope, when its language has a semantic path.
 
         The scope is narrowed to the question's language and path: vectors of different
-        embedders never meet, and a question is never answered in another language.
+        embedders never meet, and a question is never answered in another language. Small
+        talk in the history is left out of it (cache/semantic/small_talk.py).
         """
         query = identity.query
         if query is None or self.language_gate is None:
@@ -313,7 +323,13 @@ class ResponseCache:
         route = self.language_gate.route(query.question)
         if route.path is None:
             return None
-        scope = f"{query.scope}.{route.language}.{route.path}"
+        scope = query.scope
+        history = identity.body["messages"][:-1] if identity.endpoint == "chat" else []
+        if self.small_talk is not None and history:
+            skipped = await self.small_talk.skipped(history)
+            if skipped:
+                scope = scope_of(identity.endpoint, identity.canonical, skipped)
+        scope = f"{scope}.{route.language}.{route.path}"
         return replace(query, scope=scope, language=route.language)
 
     async def _fetch_and_check(self, neighbours: list[Neighbour], asked: _Asked) -> CacheHit | None:
@@ -439,7 +455,8 @@ class ResponseCache:
         """
         if identity is None:
             identity = identify(namespace, endpoint, body)
-        query = self._semantic_query(identity) if semantic and self.semantic_enabled else None
+        semantic = semantic and self.semantic_enabled
+        query = await self._semantic_query(identity) if semantic else None
         vector = await self._embed(query.question) if query is not None else None
         entry = NewEntry(
             namespace=namespace,

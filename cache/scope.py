@@ -62,11 +62,16 @@ def semantic_query(
         return None
     if canonical is None:
         canonical = canonical_request(namespace, endpoint, body)
-    scope = digest(["scope", _context(endpoint, canonical)])
-    return SemanticQuery(scope=scope, question=question.strip())
+    return SemanticQuery(scope=scope_of(endpoint, canonical), question=question.strip())
 
 
-def _context(endpoint: str, canonical: dict[str, Any]) -> dict[str, Any]:
+def scope_of(endpoint: str, canonical: dict[str, Any], skip: frozenset[int] = frozenset()) -> str:
+    """The scope hash of a canonical request, leaving out the history messages at the
+    indices in `skip` (small-talk exchanges, cache/semantic/small_talk.py)."""
+    return digest(["scope", _context(endpoint, canonical, skip)])
+
+
+def _context(endpoint: str, canonical: dict[str, Any], skip: frozenset[int]) -> dict[str, Any]:
     """The canonical request without the question: the last message's content (its other
     fields, its `name` say, still belong to the scope) or the completion's prompt.
 
@@ -76,6 +81,7 @@ def _context(endpoint: str, canonical: dict[str, Any]) -> dict[str, Any]:
     if endpoint == "chat":
         messages = canonical["messages"]
         last = {k: v for k, v in messages[-1].items() if k != "content"}
-        return {**canonical, "messages": [*messages[:-1], last]}
+        history = [m for i, m in enumerate(messages[:-1]) if i not in skip]
+        return {**canonical, "messages": [*history, last]}
     params = {k: v for k, v in canonical["params"].items() if k != "prompt"}
     return {**canonical, "params": params}

@@ -12,6 +12,7 @@ from cache.embedder import MicroBatchEmbedder, load_encoder, resolve_backend
 from cache.redis_client import connect_redis
 from cache.response_cache import ResponseCache
 from cache.semantic.language import english_gate
+from cache.semantic.small_talk import load_small_talk
 from cache.semantic.verifier import load_verifier
 from gateway.services import Cache
 from gateway.settings import GatewaySettings
@@ -25,6 +26,7 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
     embedder = None
     language_gate = None
     verifier = None
+    small_talk = None
     if settings.semantic:
         backend = resolve_backend(settings.embed_backend)
         log.info(
@@ -47,6 +49,8 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         language_gate = await asyncio.to_thread(english_gate, settings.embedding_model)
         # The trained verifier decides each candidate; a first start trains it (minutes).
         verifier = await asyncio.to_thread(load_verifier, settings.verifier_cache_dir)
+        # Trained with it: finds small talk in histories, left out of the semantic scope.
+        small_talk = await asyncio.to_thread(load_small_talk, settings.verifier_cache_dir)
     options: dict[str, Any] = {}
     if settings.cache_max_entries is not None:
         options["max_entries_per_namespace"] = settings.cache_max_entries
@@ -68,6 +72,7 @@ async def open_response_cache(settings: GatewaySettings) -> AsyncIterator[Cache]
         embed_timeout_s=settings.embed_timeout_s,
         language_gate=language_gate,
         verifier=verifier,
+        small_talk=small_talk,
         hit_log_size=settings.semantic_hit_log_size,
         hit_log_ttl_s=settings.semantic_hit_log_ttl_s,
         **options,

@@ -40,6 +40,20 @@ def identifiers(text: str) -> Counter[str]:
     return Counter(quoted + [m.lower() for m in _IDENTIFIER.findall(text)])
 
 
+_ENDS = " \t\n?.!¿¡？。！"
+
+
+def same_question(cached_question: str, new_question: str) -> bool:
+    """The same text but for case, spacing and the closing mark: one answer fits both
+    whatever the classifier scores. (It never saw such pairs: identical questions arrive
+    by meaning only when small talk set their conversations apart.)"""
+
+    def norm(text: str) -> str:
+        return " ".join(text.casefold().split()).strip(_ENDS)
+
+    return norm(cached_question) == norm(new_question)
+
+
 def cue_mismatch(cached_question: str, new_question: str) -> str | None:
     """Why the two questions cannot share an answer, or None when no hard cue differs."""
     if numbers(cached_question) != numbers(new_question):

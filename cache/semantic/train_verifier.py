@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from cache.embedder import Encoder, load_encoder
 from cache.errors import ConfigError
+from cache.semantic import train_small_talk
 from cache.semantic.corpus import CORPUS, Pair, pairs, shared_dev
-from cache.semantic.rules import cue_mismatch
+from cache.semantic.rules import cue_mismatch, same_question
 from cache.semantic.verifier import META_FILE, MODEL_FILE, TOKENIZER_FILE, PairClassifier
 
 log = logging.getLogger("sluice.cache")
@@ -50,13 +52,17 @@ MAX_LENGTH = 128
 
 
 def fingerprint() -> str:
-    """A hash of what the trained model and its calibration depend on: corpus, this code,
-    the hard cues it was calibrated with, base model, format."""
+    """A hash of what the trained models and their calibration depend on: corpus, this code,
+    the hard cues it was calibrated with, the small-talk model's code, base model, format."""
     from cache.embedder import default_model_path
     from cache.semantic import rules
 
     digest = hashlib.sha256(f"format {TRAIN_FORMAT}".encode())
-    for path in [*sorted(CORPUS.glob("*.jsonl")), Path(__file__), Path(rules.__file__)]:
+    from cache.semantic import small_talk
+
+    code = [Path(__file__), Path(rules.__file__), Path(train_small_talk.__file__)]
+    code.append(Path(small_talk.__file__))
+    for path in [*sorted(CORPUS.glob("*.jsonl")), *code]:
         digest.update(path.read_bytes())
     for path in sorted(Path(default_model_path()).glob("*.safetensors")):
         digest.update(path.name.encode() + str(path.stat().st_size).encode())
@@ -177,25 +183,26 @@ def export(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
 
 
-def calibrate(folder: Path, dev: list[Pair]) -> dict[str, Any]:
+def calibrate(folder: Path, dev: list[Pair], encoder: Encoder) -> dict[str, Any]:
     """Thresholds (similarity, score) with the highest dev recall at TARGET_PRECISION.
 
     Scored as the cache decides: a pair is served when its cosine reaches the similarity
-    threshold, no hard cue differs, and the exported classifier's score reaches its own.
+    threshold and it is the same question, or no hard cue differs and the exported
+    classifier's score reaches its own.
     """
-    from cache.embedder import load_encoder
-
     classifier = PairClassifier(folder, max_length=MAX_LENGTH)
-    scores = classifier.scores([(p.a, p.b) for p in dev])
-    encoder = load_encoder("onnx")
+    raw = classifier.scores([(p.a, p.b) for p in dev])
     vectors = {q: v for q, v in zip(*_unique_vectors(encoder, dev), strict=True)}
     cosine = np.array([float(vectors[p.a] @ vectors[p.b]) for p in dev])
-    cue_ok = np.array([cue_mismatch(p.a, p.b) is None for p in dev])
+    # The same question reworded only in case or spacing is served whatever its score.
+    same = np.array([same_question(p.a, p.b) for p in dev], dtype=bool)
+    scores = np.where(same, np.inf, raw)
+    cue_ok = same | np.array([cue_mismatch(p.a, p.b) is None for p in dev])
     label = np.array([p.label == 1 for p in dev])
-    best = (-1.0, 0.0, float(scores.max()), 1.0)
+    best = (-1.0, 0.0, float(raw.max()), 1.0)
     for floor in SIMILARITY_GRID:
         eligible = cue_ok & (cosine >= floor)
-        for cut in np.unique(scores[eligible]):
+        for cut in np.unique(scores[eligible & ~same]):
             served = eligible & (scores >= cut)
             right = int((served & label).sum())
             here = (right / int(served.sum()), right / int(label.sum()))
@@ -210,7 +217,7 @@ def calibrate(folder: Path, dev: list[Pair]) -> dict[str, Any]:
     }
 
 
-def _unique_vectors(encoder: Any, dev: list[Pair]) -> tuple[list[str], Any]:
+def _unique_vectors(encoder: Encoder, dev: list[Pair]) -> tuple[list[str], Any]:
     texts = sorted({q for p in dev for q in (p.a, p.b)})
     return texts, encoder.encode(texts)
 
@@ -220,7 +227,9 @@ def train(out: Path, *, epochs: int, seed: int) -> dict[str, Any]:
     log.info("verifier training: %d examples", len(examples))
     model, tokenizer = fine_tune(examples, epochs=epochs, seed=seed)
     export(model, tokenizer, out)
-    meta = calibrate(out, pairs("dev", languages=LANGUAGES))
+    encoder = load_encoder("onnx")
+    meta = calibrate(out, pairs("dev", languages=LANGUAGES), encoder)
+    meta.update(train_small_talk.train(out, encoder))
     meta.update(examples=len(examples), epochs=epochs, seed=seed, fingerprint=fingerprint())
     (out / META_FILE).write_text(json.dumps(meta, indent=1))  # written last: marks complete
     return meta
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", type=Path, help="train into this folder now")
     where.add_argument("--cache-dir", type=Path, help="train into this cache unless it has it")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

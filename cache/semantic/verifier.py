@@ -23,7 +23,7 @@ import numpy as np
 
 from cache.microbatch import MicroBatcher
 from cache.onnx_encoder import ROWS_PER_RUN, equal_groups
-from cache.semantic.rules import cue_mismatch
+from cache.semantic.rules import cue_mismatch, same_question
 
 META_FILE = "verifier.json"
 MODEL_FILE = "model.onnx"
@@ -224,6 +224,9 @@ class ModelVerifier:
         verdicts: list[Verdict | None] = []
         pairs: list[tuple[str, str]] = []
         for cached in cached_questions:
+            if same_question(cached, new_question):
+                verdicts.append(Verdict(True))
+                continue
             reason = cue_mismatch(cached, new_question)
             verdicts.append(None if reason is None else Verdict(False, reason=reason))
             if reason is None:

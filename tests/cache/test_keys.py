@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache.keys import canonical_request, digest, exact_key, namespace_hash
-from cache.scope import semantic_query
+from cache.scope import scope_of, semantic_query
 
 text = st.text(min_size=0, max_size=30)
 roles = st.sampled_from(["system", "user", "assistant", "tool"])
@@ -241,3 +241,18 @@ def test_scope_cut_from_the_canonical_request_matches_its_definition(
     assert cut is not None and cut == alone
     assert cut.scope == _scope_by_definition("ns", endpoint, body)
     assert canonical == canonical_request("ns", endpoint, body)  # left as it was
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=bodies, data=st.data())
+def test_a_scope_without_skipped_messages_is_the_scope_of_the_body_without_them(
+    body: dict[str, Any], data: st.DataObject
+) -> None:
+    body["messages"][-1] |= {"role": "user", "content": "the question"}
+    history = range(len(body["messages"]) - 1)
+    skip = frozenset(data.draw(st.sets(st.sampled_from(history)) if history else st.just(set())))
+    kept = [m for i, m in enumerate(body["messages"]) if i not in skip]
+    canonical = canonical_request("ns", "chat", body)
+    assert scope_of("chat", canonical, skip) == _scope_by_definition(
+        "ns", "chat", {**body, "messages": kept}
+    )

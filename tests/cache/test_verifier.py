@@ -67,8 +67,14 @@ def test_the_calibration_is_stored_beside_the_model(loaded: ModelVerifier) -> No
 async def test_the_verifier_allows_a_rewording_and_refuses_another_question(
     verifier: ModelVerifier,
 ) -> None:
+    reworded = await one(
+        verifier, "How do I reset my password?", "I forgot my password, how do I reset it?"
+    )
+    assert reworded.allowed and reworded.score is not None
+    assert reworded.score >= verifier.min_score
+    # The same question but for case and the question mark: served without asking the model.
     same = await one(verifier, "How do I reset my password?", "how do i reset my password")
-    assert same.allowed and same.score is not None and same.score >= verifier.min_score
+    assert same.allowed and same.score is None
     other = await one(verifier, "How do I reset my password?", "Are you open on Sunday afternoons?")
     assert not other.allowed and other.score is not None and other.score < verifier.min_score
     opposite = await one(
@@ -127,7 +133,7 @@ async def test_concurrent_lookups_share_one_model_call(verifier: ModelVerifier) 
 
 async def test_the_verifier_must_be_opened_before_it_scores(loaded: ModelVerifier) -> None:
     with pytest.raises(RuntimeError, match="async with"):
-        await one(loaded, "How do I reset my password?", "how do i reset my password")
+        await one(loaded, "How do I reset my password?", "password reset how")
 
 
 def test_scores_do_not_depend_on_batch_mates(trained_verifier: Path) -> None:

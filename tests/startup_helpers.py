@@ -51,3 +51,23 @@ def taken_port(port: int = 0) -> Iterator[int]:
         sock.bind(("127.0.0.1", port))
         sock.listen(1)
         yield int(sock.getsockname()[1])
+
+
+@contextmanager
+def next_port_taken() -> Iterator[int]:
+    """A free loopback port P whose successor P+1 something listens on for the duration."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", port + 1))
+        except OSError:  # P+1 is someone else's right now: try another P
+            holder.close()
+            continue
+        with holder:
+            holder.listen(1)
+            yield port
+        return
+    raise RuntimeError("no free port whose successor could be taken")

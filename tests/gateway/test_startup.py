@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.gateway.fakes import free_port
-from tests.startup_helpers import run_sluice, taken_port
+from tests.startup_helpers import next_port_taken, run_sluice, taken_port
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,7 @@ def test_serve_relays_the_backends_line_for_a_missing_model(tmp_path: Path) -> N
 
 def test_serve_takes_a_free_backend_port_when_the_next_one_is_taken() -> None:
     """The fault of #14: `serve --port P` died when P+1 was taken."""
-    port = free_port()
-    with taken_port(port + 1):
+    with next_port_taken() as port:
         env = {**os.environ, "SLUICE_GATEWAY_ADMIN_TOKEN": "startup-admin"}
         env.pop("REDIS_URL", None)
         proc = subprocess.Popen(

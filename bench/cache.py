@@ -294,7 +294,7 @@ async def run(args: argparse.Namespace) -> str:
             queries = throughput_queries(texts, {a for a, _ in pairs}, 200_000)
             # The partition the lookups search: the request's scope narrowed by the language
             # gate to the question's language and path (an English question's, like all here).
-            query = cache._semantic_query(identify(NAMESPACE, "chat", body(pairs[0][0])))
+            query = await cache._semantic_query(identify(NAMESPACE, "chat", body(pairs[0][0])))
             assert query is not None
             scope = query.scope
             nsh = namespace_hash(NAMESPACE)

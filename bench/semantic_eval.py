@@ -28,6 +28,7 @@ from cache.embedder import MicroBatchEmbedder, load_encoder
 from cache.response_cache import ResponseCache
 from cache.semantic.corpus import (
     LANGUAGES,
+    LATER_TEST,
     Pair,
     Split,
     conversations,
@@ -241,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for lang in LANGUAGES
         }
         groups: dict[str, Sequence[Outcome]] = dict(by_language)
+        if split == "test":
+            groups["en, the ten later test domains"] = [
+                o for o in by_language["en"] if o.pair.domain in LATER_TEST
+            ]
         if split == "dev":
             # The verifier trains on these: a check of fit, not of generalisation.
             groups["en, shared pairs (trained on)"] = [

@@ -23,6 +23,13 @@ SHARED_DEV = CORPUS / "shared_dev.jsonl"
 # Labelled exchanges (a user turn and the reply): small talk or not (small_talk.py).
 SMALL_TALK = CORPUS / "small_talk.jsonl"
 Split = Literal["train", "dev", "test"]
+# English test domains written after the verifier of 2026-12-03 was trained and
+# calibrated, only to score it.
+LATER_TEST = (
+    *("dental_clinic", "car_rental", "event_ticketing", "moving_company", "coworking_space"),
+    *("solar_installer", "language_school", "photography_studio", "bike_shop"),
+    "pharmacy_delivery",
+)
 SPLITS: dict[str, tuple[str, ...]] = {
     # After the first five of train and dev: English only, written later by other writers.
     "train": (
@@ -33,7 +40,10 @@ SPLITS: dict[str, tuple[str, ...]] = {
         *("retail", "health", "government", "software", "general"),
         *("legal_services", "hospitality", "parcel_delivery", "public_library"),
     ),
-    "test": ("telecom", "insurance", "hr", "education", "sport"),
+    "test": (
+        *("telecom", "insurance", "hr", "education", "sport"),
+        *LATER_TEST,
+    ),
 }
 LANGUAGES = ("en", "zh", "ja", "ar", "ru", "hi", "es", "de", "fr")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,12 +22,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from cache.microbatch import MicroBatcher
-from cache.onnx_encoder import ROWS_PER_RUN, equal_groups
+from cache.onnx_encoder import ROWS_PER_RUN, balanced_groups, equal_groups
 from cache.semantic.rules import cue_mismatch, same_question
 
 META_FILE = "verifier.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+# Lanes of the cache's classifier: a batch's groups run on this many threads at once, each on
+# one intra-op thread of the same session. At 32 concurrent lookups the verifier was the stage
+# lookups queued at (about 22 pairs a call against 4 texts an embedding call); 2 lanes served
+# 1.2 to 1.5 times the lookups of 1 lane in each of three paired runs, for no more CPU per
+# lookup; one session of 2 intra-op threads served as many in one run and fewer in the next
+# (docs/semantic-matching.md).
+DEFAULT_LANES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +116,14 @@ class PairClassifier:
 
     A call's pairs are sorted by length and run in groups of ROWS_PER_RUN, so a short pair
     is not padded to the longest of a batch gathered from many lookups (the scores do not
-    depend on the padding: tests/cache/test_verifier.py).
+    depend on the padding: tests/cache/test_verifier.py). With `lanes` above 1 the groups
+    run on that many threads at once (groups cut by cost, as the int8 embedder's are); a
+    single group runs on the caller's thread.
     """
 
-    def __init__(self, folder: Path, *, threads: int = 1, max_length: int = 128) -> None:
+    def __init__(
+        self, folder: Path, *, threads: int = 1, lanes: int = 1, max_length: int = 128
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -127,15 +138,30 @@ class PairClassifier:
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
-        self.threads = threads
+        self.threads, self.lanes = threads, max(1, lanes)
+        # Lane 0 is the calling thread; a session may be run from several threads at once.
+        self._pool = ThreadPoolExecutor(self.lanes - 1, "verify-lane") if self.lanes > 1 else None
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(pairs))
         out = np.empty(len(encodings), dtype=np.float32)
         lengths = [len(e.ids) for e in encodings]
-        for rows in equal_groups(lengths, math.ceil(len(lengths) / ROWS_PER_RUN)):
-            logits = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
-            out[rows] = np.asarray(logits, dtype=np.float32).reshape(len(rows))
+        runs = min(len(lengths), self.lanes * math.ceil(len(lengths) / (ROWS_PER_RUN * self.lanes)))
+        groups = (balanced_groups if self.lanes > 1 else equal_groups)(lengths, runs)
+
+        def run(lane: int) -> None:
+            for rows in groups[lane :: self.lanes]:
+                logits = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
+                out[rows] = np.asarray(logits, dtype=np.float32).reshape(len(rows))
+
+        if self._pool is None or len(groups) < 2:
+            for lane in range(self.lanes):
+                run(lane)
+        else:
+            others = [self._pool.submit(run, lane) for lane in range(1, self.lanes)]
+            run(0)
+            for future in others:
+                future.result()
         return out
 
     def _feed(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -197,11 +223,15 @@ class ModelVerifier:
 
     @classmethod
     def load(
-        cls, folder: Path, *, threads: int = 1, executor: Executor | None = None
+        cls,
+        folder: Path,
+        *,
+        threads: int = 1,
+        lanes: int = DEFAULT_LANES,
+        executor: Executor | None = None,
     ) -> ModelVerifier:
-        return cls(
-            PairClassifier(folder, threads=threads), Calibration.read(folder), executor=executor
-        )
+        classifier = PairClassifier(folder, threads=threads, lanes=lanes)
+        return cls(classifier, Calibration.read(folder), executor=executor)
 
     async def __aenter__(self) -> ModelVerifier:
         await self._batcher.__aenter__()
@@ -252,11 +282,15 @@ def default_cache_dir() -> Path:
 
 
 def load_verifier(
-    cache_dir: Path | None = None, *, threads: int = 1, executor: Executor | None = None
+    cache_dir: Path | None = None,
+    *,
+    threads: int = 1,
+    lanes: int = DEFAULT_LANES,
+    executor: Executor | None = None,
 ) -> ModelVerifier:
     """The trained verifier from `cache_dir`, trained first (minutes, in a child process)
     when this machine has none for the current corpus and code."""
     from cache.semantic.train_verifier import ensure_trained
 
     folder = ensure_trained(cache_dir or default_cache_dir())
-    return ModelVerifier.load(folder, threads=threads, executor=executor)
+    return ModelVerifier.load(folder, threads=threads, lanes=lanes, executor=executor)

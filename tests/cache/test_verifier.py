@@ -147,3 +147,6 @@ def test_scores_do_not_depend_on_batch_mates(trained_verifier: Path) -> None:
     grouped = classifier.scores(many)
     singly = np.array([classifier.scores([p])[0] for p in many])
     assert np.abs(grouped - singly).max() < 1e-4
+    # Groups run on two lanes at once: the same scores, in the same order.
+    on_lanes = PairClassifier(trained_verifier, lanes=2).scores(many)
+    assert np.abs(on_lanes - singly).max() < 1e-4

@@ -59,3 +59,35 @@ def is_sampled(body: dict[str, Any]) -> bool:
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         return True  # null or not a number: the upstream's default, which samples
     return temperature > 0
+
+
+# Why a choice may end and still be a complete answer worth replaying. Anything else (the
+# upstream's content filter, an abort, a reason a server made up) is not stored.
+_COMPLETE = frozenset({"stop", "length", "tool_calls", "function_call"})
+
+
+def unstorable_reason(answer: dict[str, Any]) -> str | None:
+    """Why an answer the upstream gave must not be cached, or None when it may be.
+
+    A choice cut by `max_tokens` with text is what the same request gets again, so it is
+    kept (the limit is part of the key); one cut before any output is an empty answer.
+    """
+    choices = answer.get("choices")
+    if "error" in answer or not isinstance(choices, list) or not choices:
+        return "no choices"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        reason = choice.get("finish_reason")
+        if reason not in _COMPLETE:
+            return f"finish_reason {reason!r}"
+        if reason == "length" and not _has_output(choice):
+            return "cut by max_tokens before any output"
+    return None
+
+
+def _has_output(choice: dict[str, Any]) -> bool:
+    if "message" in choice:
+        message = choice.get("message") or {}
+        return bool(message.get("content") or message.get("tool_calls"))
+    return bool(choice.get("text"))

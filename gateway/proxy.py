@@ -22,7 +22,7 @@ from cache.identity import RequestIdentity, identify
 from cache.response_cache import CacheHit, Endpoint
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
 from gateway.flight import Flight, Shared
-from gateway.policy import CachePolicy, uncacheable_reason
+from gateway.policy import CachePolicy, uncacheable_reason, unstorable_reason
 from gateway.services import Services
 from gateway.sse import StreamAssembler, event, iter_events, replay
 from gateway.stats import Outcome
@@ -322,7 +322,7 @@ def _settle(call: _Call, flight: Flight | None, answer: dict[str, Any] | None) -
     if flight is None:
         return
     svc = call.svc
-    keep = answer is not None and call.policy.store
+    keep = answer is not None and call.policy.store and unstorable_reason(answer) is None
     svc.flights.finish(call.key, flight, None if answer is None else Shared(answer), keep=keep)
     if keep and answer is not None:
         ttl = call.policy.ttl_s or svc.default_ttl_s

@@ -102,8 +102,8 @@ def bearer_token(authorization: str | None) -> str | None:
 class Authenticator:
     """Maps a request's API key to its tenant; open (one default tenant) when no keys are set.
 
-    Keys are held as SHA-256 digests, so a lookup's timing does not depend on how much of a
-    guessed key matches.
+    Keys are held as SHA-256 digests only, so a lookup's timing does not depend on how much
+    of a guessed key matches, and no key's text stays in the process's memory.
     """
 
     def __init__(
@@ -115,6 +115,9 @@ class Authenticator:
     ) -> None:
         self._tenants = {_digest(key): tenant for key, tenant in keys.items()}
         self._admin = _digest(admin_token) if admin_token else None
+        if self._admin in self._tenants:
+            # Its tenant's clients would hold the admin token: refused rather than served.
+            raise ValueError("the admin token is also an API key; give admin its own token")
         self._default = default_tenant
 
     @property

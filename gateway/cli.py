@@ -86,7 +86,11 @@ def run_gateway(settings: GatewaySettings) -> int:
     """Serves the gateway with one uvicorn worker until interrupted."""
     _setup_logging(settings.log_level)
     try:
-        check_keys(inline=settings.api_keys, path=settings.api_keys_file)
+        check_keys(
+            inline=settings.api_keys,
+            path=settings.api_keys_file,
+            admin_token=settings.admin_token,
+        )
         check_embedding_model(settings.embedding_model, semantic=settings.semantic)
         sock = listen(settings.host, settings.port)
         check_redis(settings.redis_url)
@@ -205,7 +209,11 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     _setup_logging(settings.log_level)
     try:
-        check_keys(inline=settings.api_keys, path=settings.api_keys_file)
+        check_keys(
+            inline=settings.api_keys,
+            path=settings.api_keys_file,
+            admin_token=settings.admin_token,
+        )
         check_embedding_model(settings.embedding_model, semantic=settings.semantic)
         sock = listen(settings.host, settings.port)
         backend_port = _backend_port(args.backend_port)

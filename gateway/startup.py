@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from backend.errors import StartupError
 from cache.errors import ConfigError
 from cache.redis_client import connect_redis
-from gateway.auth import load_keys, load_tenant_settings
+from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.settings import GatewaySettings
 
 REDIS_FIX = (
@@ -78,10 +78,11 @@ def load_settings(given: dict[str, Any]) -> GatewaySettings:
         ) from None
 
 
-def check_keys(*, inline: str | None, path: Path | None) -> None:
-    """Raises StartupError when the API keys cannot be read or parsed (never quoting a key)."""
+def check_keys(*, inline: str | None, path: Path | None, admin_token: str | None = None) -> None:
+    """Raises StartupError when the API keys cannot be read or parsed, or one of them is the
+    admin token (never quoting a key)."""
     try:
-        load_keys(inline=inline, path=path)
+        Authenticator(load_keys(inline=inline, path=path), admin_token=admin_token)
         load_tenant_settings(inline=inline, path=path)
     except OSError as exc:
         raise StartupError(

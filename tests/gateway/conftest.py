@@ -120,7 +120,8 @@ async def real_gateway(
         sync_interval_s=0.05,
         op_timeout_s=1.0,
     )
-    settings = GatewaySettings(upstreams=[upstream_url], admin_token=ADMIN, **overrides)
+    fields: dict[str, Any] = {"upstreams": [upstream_url], "admin_token": ADMIN, **overrides}
+    settings = GatewaySettings(**fields)
     async with cache, serving(create_app(settings, cache=cache)) as url:
         yield url
 

@@ -142,7 +142,6 @@ def create_app(
                 RequestStats(
                     StatsStore(the_cache.redis, prefix=the_cache.key_prefix),
                     registry=metrics.registry,
-                    timeout_s=max(config.redis_timeout_s, 1.0),
                 )
             )
             services = Services(

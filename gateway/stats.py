@@ -125,7 +125,10 @@ class RequestStats:
         store: the shared counters (cache/stats.py) on the cache's Redis.
         registry: where this process's Prometheus instruments are registered.
         flush_interval_s: how often counts pending in this process are written to Redis.
-        timeout_s: time limit of one write or read; past it, counts stay pending.
+        timeout_s: time limit of a read (/admin/stats); past it, this process's counts only.
+        write_timeout_s: time limit of a write; past it, the counts stay pending and are written
+            again. Generous, as the write is off the request path: a write that timed out may
+            still have landed, and would then count twice.
         clock: wall-clock seconds (tests pass a fake one).
     """
 
@@ -136,13 +139,16 @@ class RequestStats:
         registry: CollectorRegistry,
         flush_interval_s: float = 0.5,
         timeout_s: float = 2.0,
+        write_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.flush_interval_s = flush_interval_s
         self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s
         self._clock = clock
         self._pending: Pending = {}
+        self._writing: Pending = {}  # the batch a write is sending now
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -214,17 +220,19 @@ class RequestStats:
         """Writes the pending counts to Redis; False (and they stay pending) if it failed."""
         async with self._lock:
             pending, self._pending = self._pending, {}
+            self._writing = pending
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(self.write_timeout_s):
                     await self.store.write(pending)
             except Exception as exc:
-                for key, amount in pending.items():
-                    self._pending[key] = self._pending.get(key, 0) + amount
+                _merge(self._pending, pending)
                 self.store.drop_stale(self._pending, self._clock())
                 if not self._failing:
                     self._failing = True
                     log.warning("statistics not written to Redis (%s); kept", type(exc).__name__)
                 return False
+            finally:
+                self._writing = {}
         if self._failing:
             self._failing = False
             log.warning("statistics written to Redis again")
@@ -237,16 +245,15 @@ class RequestStats:
 
     async def read(self) -> tuple[Windows, bool]:
         """Every window for all replicas, with this process's unwritten counts; the flag says
-        whether Redis answered (if not, the windows hold this process's unwritten counts only)."""
-        if await self.flush():
-            async with self._lock:
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        return await self.store.read(extra=self._pending, now=self._clock()), True
-                except Exception:
-                    pass
-        async with self._lock:
-            return self.store.windows({}, extra=self._pending, now=self._clock()), False
+        whether Redis answered (if not, the windows hold this process's unwritten counts only).
+        Waits for a write in progress, so that its counts are read once."""
+        try:
+            async with asyncio.timeout(self.timeout_s), self._lock:
+                return await self.store.read(extra=self._pending, now=self._clock()), True
+        except Exception:
+            unwritten = dict(self._pending)
+            _merge(unwritten, self._writing)
+            return self.store.windows({}, extra=unwritten, now=self._clock()), False
 
     async def snapshot(self) -> dict[str, Any]:
         """What /admin/stats shows: windows overall, per tenant and model, and timelines."""
@@ -262,3 +269,8 @@ class RequestStats:
                 "minutes": timeline(windows.minutes, 60),
             },
         }
+
+
+def _merge(into: Pending, more: Pending) -> None:
+    for key, amount in more.items():
+        into[key] = into.get(key, 0) + amount

@@ -93,8 +93,10 @@ def _wait(driver: WebDriver, what: str, check: Callable[[], Any], timeout_s: flo
     try:
         return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda _: check())
     except Exception as exc:
-        status = driver.find_element(By.ID, "status").text
-        raise AssertionError(f"the page never showed {what} (status: {status!r})") from exc
+        status, shown = (driver.find_element(By.ID, i).text for i in ("status", "requests"))
+        raise AssertionError(
+            f"the page never showed {what} (status: {status!r}; requests: {shown!r})"
+        ) from exc
 
 
 def _text(driver: WebDriver, element_id: str) -> str:
@@ -275,6 +277,7 @@ async def test_the_admin_page_follows_traffic_on_both_replicas_and_invalidates(
         assert (await ask(second, "sk-b", "How do locks on a canal work?"))[0] == "miss"
 
         # The page on the first replica shows the same sum.
+        await asyncio.sleep(0.6)  # counted once the answer is sent, written every half second
         final = await _total(second)
         await _in_browser(lambda: _log_in(browser, first))
         await _in_browser(lambda: _shows_requests(browser, final["requests"]))

@@ -117,7 +117,9 @@ class Authenticator:
         self._admin = _digest(admin_token) if admin_token else None
         if self._admin in self._tenants:
             # Its tenant's clients would hold the admin token: refused rather than served.
-            raise ValueError("the admin token is also an API key; give admin its own token")
+            raise ValueError(
+                "the admin token is also an API key, so that tenant could use admin routes"
+            )
         self._default = default_tenant
 
     @property

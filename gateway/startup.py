@@ -82,7 +82,7 @@ def check_keys(*, inline: str | None, path: Path | None, admin_token: str | None
     """Raises StartupError when the API keys cannot be read or parsed, or one of them is the
     admin token (never quoting a key)."""
     try:
-        Authenticator(load_keys(inline=inline, path=path), admin_token=admin_token)
+        keys = load_keys(inline=inline, path=path)
         load_tenant_settings(inline=inline, path=path)
     except OSError as exc:
         raise StartupError(
@@ -93,6 +93,12 @@ def check_keys(*, inline: str | None, path: Path | None, admin_token: str | None
         raise StartupError(
             f"the API keys are not valid: {exc}",
             "Fix that entry in --api-keys (SLUICE_GATEWAY_API_KEYS) or in the keys file",
+        ) from None
+    try:
+        Authenticator(keys, admin_token=admin_token)
+    except ValueError as exc:
+        raise StartupError(
+            str(exc), "Set --admin-token (SLUICE_GATEWAY_ADMIN_TOKEN) to a value no API key has"
         ) from None
 
 

@@ -137,6 +137,17 @@ def test_a_malformed_key_entry_is_named_without_the_key() -> None:
 
 
 @pytest.mark.parametrize("command", ["gateway", "serve"])
+def test_an_admin_token_that_is_also_an_api_key_is_refused(command: str) -> None:
+    keys = "sk-a=team-a,sk-root-123=ops"
+    args = ["--port", str(free_port()), "--api-keys", keys, "--admin-token", "sk-root-123"]
+    line = run_sluice(command, *args, "--no-semantic").the_line()
+    assert line == (
+        f"sluice {command}: the admin token is also an API key, so that tenant could use admin "
+        "routes. Set --admin-token (SLUICE_GATEWAY_ADMIN_TOKEN) to a value no API key has."
+    )
+
+
+@pytest.mark.parametrize("command", ["gateway", "serve"])
 def test_a_missing_embedding_model_folder_is_named(command: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-embedder"
     line = run_sluice(

@@ -79,6 +79,22 @@ async def test_near_duplicates_never_cross_tenants(shared_redis: SharedRedis) ->
         assert await _cached_ids(http, url, "sk-a") <= a_ids  # team-a still gets its own
 
 
+async def test_a_replica_that_learnt_another_tenants_entries_never_serves_them(
+    shared_redis: SharedRedis, upstream_url: str
+) -> None:
+    async with (
+        real_gateway(shared_redis, upstream_url, api_keys=KEYS) as first,
+        real_gateway(shared_redis, upstream_url, api_keys=KEYS) as second,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        a_ids = await _cached_ids(http, first, "sk-a")
+        await asyncio.sleep(0.3)  # six polls of the replica sync
+        # The second replica has A's entries in its index: A's near-duplicates hit there too.
+        assert await _cached_ids(http, second, "sk-a") == a_ids
+        for question in NEAR_DUPLICATES:
+            assert (await _ask(http, second, "sk-b", question))[1] not in a_ids
+
+
 async def test_identical_requests_in_flight_are_not_shared_across_tenants(
     shared_redis: SharedRedis,
 ) -> None:

@@ -39,8 +39,6 @@ from cache.stats import StatsStore
 from cache.sync import ReplicaSync
 from cache.vector_index import Neighbour, ScopedIndex, VectorIndex
 
-Outcome = Literal["exact", "semantic", "miss", "bypass"]
-
 RECENT_VECTORS = 256
 # Questions of entries seen as semantic candidates, by entry id: the id is a hash of the
 # request, question included, so the pair never goes stale (an entry that left Redis is
@@ -490,29 +488,7 @@ class ResponseCache:
             self.index.add(row.entry_id, row.scope, row.vector, row.expires_at)
             await self.sync.publish_add(row)
         await self.sync.publish_remove(gone)
-        await self.record(namespace, entry.model, "store")  # type: ignore[arg-type]
         return entry.entry_id
-
-    async def record(
-        self, namespace: str, model: str, outcome: Outcome, *, latency_ms: float | None = None
-    ) -> None:
-        """Counts one request's outcome (and its latency) in the Redis stats."""
-        await self.failopen.run(
-            lambda: self.stats_store.record(namespace, model, outcome, latency_ms),
-            None,
-            what="stats",
-        )
-
-    async def stats(self) -> dict[str, Any]:
-        """Counters and latency p50/p99 for last minute, last hour and since start;
-        overall, per namespace and per model."""
-        windows = await self.failopen.run(
-            self.stats_store.read, None, what="stats read", timeout_s=self.admin_timeout_s
-        )
-        out: dict[str, Any] = dict(windows) if windows is not None else {}
-        out["redis_available"] = windows is not None
-        out["index_entries"] = len(self.index)
-        return out
 
     async def invalidate(
         self,

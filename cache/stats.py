@@ -123,13 +123,6 @@ class Windows:
     slots: list[tuple[float, Window]]
     minutes: list[tuple[float, Window]]
 
-    # `dict(windows)`, as ResponseCache.stats() still does; goes with that method.
-    def keys(self) -> list[str]:
-        return ["since", "since_start", "last_hour", "last_minute"]
-
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self, name)
-
 
 class StatsStore:
     """Writes pending increments in one pipelined round trip; reads every window in another.

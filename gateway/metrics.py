@@ -12,28 +12,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Retired:
-    """Stands in for the request counters proxy.py still increments next to
-    `RequestStats.record`, which counts every request now (#13): a call here counts nothing.
-    Goes once proxy.py stops calling them."""
-
-    def labels(self, *values: str) -> _Retired:
-        return self
-
-    def inc(self, amount: float = 1.0) -> None:
-        pass
-
-    def observe(self, amount: float) -> None:
-        pass
-
-
 class GatewayMetrics:
     """This process's Prometheus registry: upstream failures, dropped speculative calls and
     requests in progress here; `RequestStats` registers the request counts in it."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = self.latency = self.saved_tokens = self.coalesced = _Retired()
         self.upstream_errors = Counter(
             "sluice_gateway_upstream_errors",
             "Requests that failed upstream (unreachable, timeout, cut stream).",

@@ -96,16 +96,8 @@ class _Call:
             saved_tokens=saved,
             coalesced=coalesced,
         )
-        cache_label = _X_CACHE.get(outcome, outcome)
-        svc.metrics.requests.labels(self.tenant, model, self.endpoint, cache_label).inc()
-        svc.metrics.latency.labels(cache_label).observe(latency_ms / 1000.0)
-        if saved:
-            svc.metrics.saved_tokens.labels(self.tenant, model).inc(saved)
-        if coalesced:
-            svc.metrics.coalesced.inc()
-        if outcome != "error":
-            svc.count(self.tenant, model, outcome, latency_ms)
         if log.isEnabledFor(logging.DEBUG):
+            cache_label = _X_CACHE.get(outcome, outcome)
             log.debug(
                 "%s tenant=%s model=%s cache=%s status=%d %.1fms",
                 self.path, self.tenant, model, cache_label, status, latency_ms,

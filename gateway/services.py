@@ -167,10 +167,6 @@ class Services:
         except Exception as exc:
             self.cache_failed("store", exc)
 
-    def count(self, tenant: str, model: str, outcome: str, latency_ms: float) -> None:
-        """Counts nothing: `stats.record` counts every request (#13). proxy.py still calls
-        this after it; goes once that call does."""
-
     async def aclose(self) -> None:
         """Lets pending stores finish (briefly) before the cache closes."""
         if self.tasks:

@@ -124,11 +124,18 @@ async def test_concurrent_lookups_share_one_model_call(verifier: ModelVerifier) 
     asked = [
         verifier.verify(CANDIDATES, new, similarities=[0.9] * 5, language="en") for new in questions
     ]
-    await asyncio.gather(*asked)
+    together = await asyncio.gather(*asked)
     # Pairs the hard cues refuse (a number on one side) never reach the model.
     scored = sum(cue_mismatch(c, new) is None for new in questions for c in CANDIDATES)
     assert scored >= 12 and verifier.pairs - pairs == scored
     assert verifier.batches - batches == 1
+    # Each lookup gets its own verdicts back, as it would alone.
+    for new, verdicts in zip(questions, together, strict=True):
+        alone = [await one(verifier, cached, new) for cached in CANDIDATES]
+        assert [v.allowed for v in verdicts] == [v.allowed for v in alone]
+        for t, a in zip(verdicts, alone, strict=True):
+            assert t.score is None or a.score is None or abs(t.score - a.score) < 1e-4
+            assert (t.score is None) == (a.score is None)
 
 
 async def test_the_verifier_must_be_opened_before_it_scores(loaded: ModelVerifier) -> None:

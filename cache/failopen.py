@@ -41,12 +41,17 @@ class FailOpen:
         probe_interval_s: float = 0.5,
         outage_after_s: float | None = None,
         logger: logging.Logger | None = None,
+        name: str = "cache",
+        while_down: str = "serving misses and dropping stores until it returns",
+        on_return: str = "caching resumed",
     ) -> None:
         self.timeout_s = timeout_s
         self.probe_interval_s = probe_interval_s
         # Three timeouts' worth of silence by default: one slow answer is not an outage.
         self.outage_after_s = 3 * timeout_s if outage_after_s is None else outage_after_s
         self.logger = logger or logging.getLogger("sluice.cache")
+        # Other users of Redis (the rate limiter) say in the same one line what an outage means.
+        self.name, self.while_down, self.on_return = name, while_down, on_return
         self._down_since: float | None = None
         self._silent_since: float | None = None
         self._next_probe = 0.0
@@ -83,8 +88,10 @@ class FailOpen:
         self._silent_since = None
         if self._down_since is not None:
             self.logger.warning(
-                "cache: Redis is back after %.1f s; caching resumed",
+                "%s: Redis is back after %.1f s; %s",
+                self.name,
                 time.monotonic() - self._down_since,
+                self.on_return,
             )
             self._down_since = None
         return result
@@ -98,7 +105,7 @@ class FailOpen:
         if self._down_since is not None or silent >= self.outage_after_s:
             self._failed(what, exc)
         else:
-            self.logger.debug("cache: %s timed out after %.3f s; a miss", what, silent)
+            self.logger.debug("%s: %s timed out after %.3f s", self.name, what, silent)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """Logs the first failure of an outage; later ones only push the next probe back."""
@@ -108,9 +115,10 @@ class FailOpen:
             self._down_since = now
             self.outages += 1
             self.logger.warning(
-                "cache: Redis unavailable during %s (%s: %s); serving misses and dropping "
-                "stores until it returns",
+                "%s: Redis unavailable during %s (%s: %s); %s",
+                self.name,
                 what,
                 type(exc).__name__,
                 exc,
+                self.while_down,
             )

@@ -20,6 +20,7 @@ from cache.stats import StatsStore
 from gateway import admin, page, proxy
 from gateway.auth import Authenticator, load_keys, load_tenant_settings
 from gateway.errors import GatewayError, error_body, error_response
+from gateway.limits import RateLimiter, TenantLimits
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics, InflightRequests
 from gateway.openapi import gateway_openapi
 from gateway.services import Cache, Services
@@ -144,6 +145,19 @@ def create_app(
                     registry=metrics.registry,
                 )
             )
+            defaults = TenantLimits(
+                rpm=config.tenant_rpm, tpm=config.tenant_tpm, concurrency=config.tenant_concurrency
+            )
+            limiter = None
+            if defaults.limited or any(own.limits.limited for own in tenants.values()):
+                limiter = await stack.enter_async_context(
+                    RateLimiter(
+                        the_cache.redis,
+                        prefix=the_cache.key_prefix,
+                        timeout_s=config.redis_timeout_s,
+                        lease_s=config.concurrency_lease_s,
+                    )
+                )
             services = Services(
                 cache=the_cache,
                 upstream=pool,
@@ -160,6 +174,8 @@ def create_app(
                 log_bodies=config.log_bodies,
                 stats=stats,
                 metrics=metrics,
+                limiter=limiter,
+                default_limits=defaults,
             )
             stack.push_async_callback(services.aclose)
             yield {"services": services}

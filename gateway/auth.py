@@ -1,4 +1,5 @@
-"""API keys to tenant namespaces (with each tenant's semantic settings), and the admin token."""
+"""API keys to tenant namespaces (with each tenant's semantic settings and rate limits), and
+the admin token."""
 
 from __future__ import annotations
 
@@ -11,24 +12,37 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import Unauthorized
+from gateway.limits import TenantLimits
 
 _SWITCH = {"on": True, "true": True, "off": False, "false": False}
-KEY_ENTRY_FORM = "KEY=TENANT [semantic=on|off] [semantic_threshold=X]"
+KEY_ENTRY_FORM = (
+    "KEY=TENANT [semantic=on|off] [semantic_threshold=X] [rpm=N] [tpm=N] [concurrency=N]"
+)
+LIMIT_OPTIONS = ("rpm", "tpm", "concurrency")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TenantSettings:
-    """A tenant's own semantic-cache settings, given on its key lines (None: the gateway's).
+    """A tenant's own settings, given on its key lines (None: the gateway's).
 
-    They can only narrow the gateway's: semantic matching off where the gateway has it on, a
-    similarity threshold above the gateway's (a lower one changes nothing).
+    The semantic ones can only narrow the gateway's: semantic matching off where the gateway
+    has it on, a similarity threshold above the gateway's (a lower one changes nothing). The
+    limits (requests and upstream tokens per minute, concurrent upstream calls) replace the
+    gateway's defaults, higher or lower.
     """
 
     semantic: bool | None = None
     semantic_threshold: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+    @property
+    def limits(self) -> TenantLimits:
+        return TenantLimits(rpm=self.rpm, tpm=self.tpm, concurrency=self.concurrency)
 
 
-def _option(option: str) -> tuple[str, bool | float]:
+def _option(option: str) -> tuple[str, bool | float | int]:
     name, _, value = option.partition("=")
     if name == "semantic" and value.lower() in _SWITCH:
         return name, _SWITCH[value.lower()]
@@ -36,9 +50,11 @@ def _option(option: str) -> tuple[str, bool | float]:
         with contextlib.suppress(ValueError):
             if 0.0 < (threshold := float(value)) <= 1.0:
                 return name, threshold
+    if name in LIMIT_OPTIONS and value.isascii() and value.isdigit() and int(value) > 0:
+        return name, int(value)
     raise ValueError(
-        f"API key option {option!r}: expected semantic=on|off or semantic_threshold=X "
-        "with 0 < X <= 1"
+        f"API key option {option!r}: expected semantic=on|off, semantic_threshold=X "
+        "with 0 < X <= 1, or rpm=N, tpm=N, concurrency=N with N a whole number above 0"
     )
 
 

@@ -61,6 +61,18 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RateLimited(GatewayError):
+    """The tenant is past one of its limits; the client may try again after `retry_after_s`."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UpstreamUnavailable(GatewayError):
     """No upstream could be reached (all refused or failed to connect)."""
 
@@ -87,6 +99,8 @@ def error_body(
 def error_response(exc: GatewayError) -> JSONResponse:
     """The HTTP answer for a gateway error."""
     headers = {"www-authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, RateLimited):
+        headers = {"retry-after": str(exc.retry_after_s)}
     return JSONResponse(
         error_body(exc.message, error_type=exc.error_type, param=exc.param, code=exc.code),
         status_code=exc.status_code,

@@ -20,8 +20,16 @@ from starlette.types import Receive, Scope, Send
 from backend.json_body import InvalidJson, parse_json_object
 from cache.identity import RequestIdentity, identify
 from cache.response_cache import CacheHit, Endpoint
-from gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_body, error_response
+from gateway.errors import (
+    BadRequest,
+    BodyTooLarge,
+    GatewayError,
+    RateLimited,
+    error_body,
+    error_response,
+)
 from gateway.flight import Flight, Shared
+from gateway.limits import Lease, TenantLimits
 from gateway.policy import CachePolicy, uncacheable_reason, unstorable_reason
 from gateway.services import Services
 from gateway.sse import StreamAssembler, event, iter_events, replay
@@ -48,6 +56,9 @@ class _Call:
     body: dict[str, Any]
     policy: CachePolicy
     started: float = field(default_factory=time.perf_counter)
+    # Set once this request calls upstream itself (its tokens count, its slot is given back).
+    went_upstream: bool = False
+    lease: Lease | None = None
 
     @property
     def model(self) -> str:
@@ -61,6 +72,29 @@ class _Call:
     def include_usage(self) -> bool:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    @cached_property
+    def limits(self) -> TenantLimits:
+        return self.svc.limits_for(self.tenant)
+
+    async def reserve(self) -> None:
+        """Takes an upstream slot, unless the tenant is out of tokens or slots (RateLimited)."""
+        limiter = self.svc.limiter
+        if limiter is not None:
+            await limiter.check_tokens(self.tenant, self.limits)
+            self.lease = await limiter.acquire(self.tenant, self.limits)
+        self.went_upstream = True
+
+    def release(self, answer: dict[str, Any] | None = None) -> None:
+        """Gives the upstream slot back and charges the answer's tokens (once)."""
+        limiter, lease, self.lease = self.svc.limiter, self.lease, None
+        if limiter is None:
+            return
+        if lease is not None:
+            self.svc.spawn(limiter.release(lease))
+        if self.went_upstream and (tokens := _tokens(answer)) > 0:
+            self.went_upstream = False
+            self.svc.spawn(limiter.charge(self.tenant, self.limits, tokens))
 
     @cached_property
     def identity(self) -> RequestIdentity:
@@ -83,6 +117,7 @@ class _Call:
     ) -> None:
         """Counts the request once its answer has been sent in full."""
         svc = self.svc
+        self.release(answer if outcome not in ("exact", "semantic") else None)
         # Names the upstream does not know (a typo, or a flood of made-up ones) share one
         # label, so they cannot grow the metrics and the shared counters without bound.
         model = self.model if status != 404 else UNKNOWN_MODEL
@@ -202,6 +237,8 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
     )
     reason = uncacheable_reason(endpoint, body, cache_sampled=svc.cache_sampled)
     try:
+        if svc.limiter is not None:
+            await svc.limiter.admit(tenant, call.limits)
         if reason is not None or not (policy.lookup or policy.store):
             return await _upstream(call, "bypass", flight=None)
         shared = await _join_flight(call, finished_too=policy.lookup)
@@ -223,12 +260,17 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
         response = error_response(exc)
         response.headers["x-cache"] = "bypass" if reason is not None else "miss"
         return response
+    except BaseException:
+        call.release()
+        raise
 
 
 async def _upstream(call: _Call, outcome: Outcome, *, flight: Flight | None) -> Response:
     """Calls upstream (a miss leads the flight of its key; a bypass leads none)."""
     try:
-        sent = await _send(call, store_usage=flight is not None)
+        await call.reserve()
+        # Usage is asked of a stream for the store, and for the tenant's tokens per minute.
+        sent = await _send(call, store_usage=flight is not None or call.limits.tpm is not None)
         return await _deliver(call, outcome, flight, sent)
     except BaseException:
         if flight is not None:
@@ -245,6 +287,16 @@ async def _race_semantic_lookup(call: _Call) -> Response:
     """
     svc = call.svc
     flight = svc.flights.lead(call.key)
+    try:
+        await call.reserve()
+    except RateLimited:
+        # Out of upstream tokens or slots: a paraphrase already answered is still served.
+        hit = await svc.lookup(call.identity, exact=False)
+        if hit is None:
+            svc.flights.finish(call.key, flight, None, keep=False)
+            raise
+        svc.flights.finish(call.key, flight, Shared(hit.response, hit), keep=False)
+        return _answer(call, hit.response, hit.kind, hit=hit)
     sending = asyncio.create_task(_send(call, store_usage=True))
     try:
         hit = await svc.lookup(call.identity, exact=False)

@@ -14,6 +14,7 @@ from cache.redis_client import RedisClient
 from cache.response_cache import CacheHit, Endpoint, EntryInfo
 from gateway.auth import Authenticator, TenantSettings
 from gateway.flight import SingleFlight
+from gateway.limits import RateLimiter, TenantLimits
 from gateway.metrics import GatewayMetrics
 from gateway.stats import RequestStats
 from gateway.upstream import UpstreamPool
@@ -97,6 +98,9 @@ class Services:
     flights: SingleFlight = field(default_factory=SingleFlight)
     stats: RequestStats
     metrics: GatewayMetrics
+    # None: no limits configured at all (Redis is then never asked).
+    limiter: RateLimiter | None = None
+    default_limits: TenantLimits = field(default_factory=TenantLimits)
     # Strong references keep fire-and-forget tasks (stores, stat records) from being collected.
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _cache_failing: bool = False
@@ -123,6 +127,11 @@ class Services:
         """Whether this tenant's questions are matched by meaning (exact caching only if not)."""
         own = self.tenants.get(tenant)
         return self.semantic and (own is None or own.semantic is not False)
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        """The tenant's limits: those on its key lines, else the gateway's defaults."""
+        own = self.tenants.get(tenant)
+        return self.default_limits if own is None else own.limits.over(self.default_limits)
 
     async def lookup(
         self, identity: RequestIdentity, *, exact: bool = True, semantic: bool = True

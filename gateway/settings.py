@@ -30,7 +30,8 @@ class GatewaySettings(BaseSettings):
     api_keys: str | None = Field(
         default=None,
         description="Comma-separated KEY=TENANT items, each optionally followed by the "
-        "tenant's semantic=off and semantic_threshold=X; unset with no keys file = open.",
+        "tenant's semantic=off, semantic_threshold=X, rpm=N, tpm=N and concurrency=N; unset "
+        "with no keys file = open.",
     )
     api_keys_file: Path | None = Field(
         default=None,
@@ -42,6 +43,30 @@ class GatewaySettings(BaseSettings):
     )
     default_tenant: str = Field(
         default="default", description="Tenant of every request in open mode."
+    )
+    tenant_rpm: int | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per minute per tenant, cache hits included (429 past it), unless "
+        "its key line says rpm=N; unset = no limit.",
+    )
+    tenant_tpm: int | None = Field(
+        default=None,
+        gt=0,
+        description="Upstream tokens per minute per tenant (the usage of upstream answers; "
+        "cache hits cost none), unless its key line says tpm=N; unset = no limit.",
+    )
+    tenant_concurrency: int | None = Field(
+        default=None,
+        gt=0,
+        description="Upstream calls in progress per tenant, all replicas, unless its key line "
+        "says concurrency=N; unset = no limit.",
+    )
+    concurrency_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A concurrency slot not renewed for this long is freed (a replica that "
+        "died holding it); live replicas renew theirs every third of it.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
     upstream_api_key: str | None = Field(

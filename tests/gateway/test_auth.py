@@ -8,6 +8,7 @@ import pytest
 
 from gateway.auth import Authenticator, TenantSettings, load_keys, load_tenant_settings
 from gateway.errors import Unauthorized
+from gateway.limits import TenantLimits
 
 
 def test_keys_from_file_and_environment(tmp_path: Path) -> None:
@@ -40,9 +41,29 @@ def test_key_lines_carry_their_tenants_semantic_settings(tmp_path: Path) -> None
     }
 
 
+def test_key_lines_carry_their_tenants_limits(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("sk-a=acme rpm=60 tpm=40000  # a paying tenant\nsk-b=globex\n")
+    inline = "sk-a2=acme concurrency=4,sk-c=initech tpm=100 semantic=off"
+    tenants = load_tenant_settings(inline=inline, path=keys_file)
+    assert tenants == {
+        "acme": TenantSettings(rpm=60, tpm=40000, concurrency=4),
+        "initech": TenantSettings(semantic=False, tpm=100),
+    }
+    assert tenants["acme"].limits == TenantLimits(rpm=60, tpm=40000, concurrency=4)
+    defaults = TenantLimits(rpm=10, tpm=500, concurrency=2)
+    assert tenants["initech"].limits.over(defaults) == TenantLimits(rpm=10, tpm=100, concurrency=2)
+
+
 @pytest.mark.parametrize(
     "item",
     [
+        "sk-secret=acme rpm=0",
+        "sk-secret=acme tpm=-5",
+        "sk-secret=acme concurrency=1.5",
+        "sk-secret=acme rpm=",
+        "sk-secret=acme rpm=²",
+        "sk-secret=acme rpm=10,sk-secret2=acme rpm=20",  # one tenant, two values
         "sk-secret=acme semantic=maybe",
         "sk-secret=acme semantic_threshold=1.5",
         "sk-secret=acme semantic_threshold=nan",

@@ -68,9 +68,10 @@ class RateLimited(GatewayError):
     error_type = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
+    def __init__(self, message: str, *, retry_after_s: int, limit: str) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.limit = limit  # requests, tokens or concurrency: the metrics' label
 
 
 class UpstreamUnavailable(GatewayError):

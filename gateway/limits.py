@@ -139,6 +139,7 @@ class RateLimiter:
             raise RateLimited(
                 f"Rate limit reached for requests per minute (RPM): limit {limits.rpm}.",
                 retry_after_s=_retry_after(now),
+                limit="requests",
             )
 
     async def check_tokens(self, tenant: str, limits: TenantLimits) -> None:
@@ -155,6 +156,7 @@ class RateLimiter:
             raise RateLimited(
                 f"Rate limit reached for tokens per minute (TPM): limit {limits.tpm}.",
                 retry_after_s=_retry_after(now),
+                limit="tokens",
             )
 
     async def charge(self, tenant: str, limits: TenantLimits, tokens: int) -> None:
@@ -201,6 +203,7 @@ class RateLimiter:
             raise RateLimited(
                 f"Rate limit reached for concurrent requests: limit {limits.concurrency}.",
                 retry_after_s=1,
+                limit="concurrency",
             )
         self._held.add(lease)
         return lease

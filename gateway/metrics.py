@@ -13,8 +13,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class GatewayMetrics:
-    """This process's Prometheus registry: upstream failures, dropped speculative calls and
-    requests in progress here; `RequestStats` registers the request counts in it."""
+    """This process's Prometheus registry: upstream failures, dropped speculative calls,
+    requests refused by a tenant's limits and requests in progress here; `RequestStats`
+    registers the request counts in it."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -27,6 +28,13 @@ class GatewayMetrics:
         self.speculation_dropped = Counter(
             "sluice_gateway_speculative_calls_dropped",
             "Upstream calls started during a semantic lookup and dropped because it hit.",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "sluice_gateway_rate_limited",
+            "Requests answered 429 by this process for a tenant's limit (requests, tokens, "
+            "concurrency).",
+            ["tenant", "limit"],
             registry=self.registry,
         )
         self.inflight = Gauge(

@@ -256,6 +256,8 @@ async def proxy(request: Request, endpoint: Endpoint, path: str) -> Response:
                 return await _race_semantic_lookup(call)
         return await _upstream(call, "miss", flight=svc.flights.lead(call.key))
     except GatewayError as exc:
+        if isinstance(exc, RateLimited):
+            svc.metrics.rate_limited.labels(tenant, exc.limit).inc()
         call.finish("error", exc.status_code)
         response = error_response(exc)
         response.headers["x-cache"] = "bypass" if reason is not None else "miss"

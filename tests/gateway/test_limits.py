@@ -73,6 +73,10 @@ async def test_requests_per_minute_count_hits_and_answer_429(make_stack: Any) ->
         # Another tenant, without limits, is not held back.
         for _ in range(5):
             assert (await _post(http, stack.url, "sk-b", "hello")).status_code == 200
+        metrics = (await http.get(stack.url + "/metrics")).text
+        assert 'sluice_gateway_rate_limited_total{limit="requests",tenant="team-a"} 2.0' in metrics
+        refused = [line for line in metrics.splitlines() if line.startswith("sluice_gateway_rate_")]
+        assert not [line for line in refused if "team-b" in line]
 
 
 async def test_gateway_default_applies_where_the_key_line_sets_none(make_stack: Any) -> None:

@@ -110,8 +110,10 @@ async def test_tokens_per_minute_charge_upstream_answers_never_hits(make_stack: 
 
         await _settled(refused)
         _assert_rate_limited(await _post(http, stack.url, "sk-a", "third"), "tokens per minute")
-        # Out of tokens, the tenant is still served what is cached.
+        # Out of tokens, the tenant is still served what is cached, exact or by meaning.
         assert (await _post(http, stack.url, "sk-a", "first")).headers["x-cache"] == "hit"
+        paraphrase = await _post(http, stack.url, "sk-a", "First!")
+        assert paraphrase.headers["x-cache"] == "semantic", paraphrase.text
         assert stack.upstream.calls == 2
 
 

@@ -16,6 +16,7 @@ images, names), or scored below the calibrated threshold stays in the scope.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -91,13 +92,21 @@ class SmallTalkFilter:
     async def skipped(self, history: Sequence[Any]) -> frozenset[int]:
         """Indices of history messages the scope may leave out: each small-talk exchange's
         user turn and the assistant reply right after it."""
-        out: set[int] = set()
-        for i in range(len(history) - 1):
+        exchanges: dict[int, str] = {}
+        i = 0
+        while i < len(history) - 1:
             user = _plain_text(history[i], "user")
             reply = _plain_text(history[i + 1], "assistant")
-            if user is None or reply is None or i in out:
-                continue
-            if await self._is_small_talk(exchange_text(user, reply)):
+            if user is not None and reply is not None:
+                exchanges[i] = exchange_text(user, reply)
+                i += 2
+            else:
+                i += 1
+        # Judged together: the embedder batches the exchanges it has not seen in one call.
+        verdicts = await asyncio.gather(*(self._is_small_talk(t) for t in exchanges.values()))
+        out: set[int] = set()
+        for i, small_talk in zip(exchanges, verdicts, strict=True):
+            if small_talk:
                 out.update((i, i + 1))
         return frozenset(out)
 

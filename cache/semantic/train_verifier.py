@@ -92,8 +92,11 @@ def ensure_trained(cache_dir: Path) -> Path:
     return target
 
 
-def training_examples(train: list[Pair]) -> list[tuple[str, str, int]]:
-    """The train split's pairs, in both orders: the cached question may be either one.
+def training_examples(
+    train: list[Pair], encoder: Encoder | None = None
+) -> list[tuple[str, str, int]]:
+    """The train split's pairs, in both orders: the cached question may be either one; with
+    an encoder, also each domain's nearest other questions as negatives (`other_questions`).
 
     Pairs derived from WordNet (one word swapped for a sibling, as a near miss) and typo
     variants (as paraphrases) were tried and lowered dev recall at the target precision
@@ -101,7 +104,38 @@ def training_examples(train: list[Pair]) -> list[tuple[str, str, int]]:
     Near misses of one or two words are the hard cues' job (cache/semantic/rules.py).
     """
     examples = [(p.a, p.b, p.label) for p in train]
+    if encoder is not None:
+        examples += other_questions(train, encoder)
     return examples + [(b, a, label) for a, b, label in examples]
+
+
+# Two paraphrase pairs' questions this alike may be one need written twice: not a negative.
+SAME_NEED_COSINE = 0.9
+
+
+def other_questions(train: list[Pair], encoder: Encoder) -> list[tuple[str, str, int]]:
+    """Negatives made of two different needs of one domain, the nearest ones by cosine.
+
+    Each paraphrase pair of the corpus is one need; another pair's need in the same domain
+    is another question ("How do I reset my password?" / "how can i delete my account"),
+    yet in the same style and template. Without such pairs the classifier learnt that a
+    support question reworded into another support question is a paraphrase, and served
+    one how-to question's answer for another.
+    """
+    out = []
+    for domain in sorted({p.domain for p in train}):
+        needs = [p for p in train if p.domain == domain and p.label == 1 and p.a != p.b]
+        if len(needs) < 2:
+            continue
+        vectors = np.asarray(encoder.encode([p.a for p in needs]))
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, -1.0)
+        for i, pair in enumerate(needs):
+            for j in np.argsort(-similarity[i]):
+                if similarity[i, j] < SAME_NEED_COSINE:
+                    out += [(pair.a, needs[j].a, 0), (pair.a, needs[j].b, 0)]
+                    break
+    return out
 
 
 def fine_tune(examples: list[tuple[str, str, int]], *, epochs: int, seed: int) -> Any:
@@ -223,11 +257,12 @@ def _unique_vectors(encoder: Encoder, dev: list[Pair]) -> tuple[list[str], Any]:
 
 
 def train(out: Path, *, epochs: int, seed: int) -> dict[str, Any]:
-    examples = training_examples([*pairs("train", languages=LANGUAGES), *shared_dev()])
+    encoder = load_encoder("onnx")
+    train_pairs = [*pairs("train", languages=LANGUAGES), *shared_dev()]
+    examples = training_examples(train_pairs, encoder)
     log.info("verifier training: %d examples", len(examples))
     model, tokenizer = fine_tune(examples, epochs=epochs, seed=seed)
     export(model, tokenizer, out)
-    encoder = load_encoder("onnx")
     meta = calibrate(out, pairs("dev", languages=LANGUAGES), encoder)
     meta.update(train_small_talk.train(out, encoder))
     meta.update(examples=len(examples), epochs=epochs, seed=seed, fingerprint=fingerprint())

@@ -67,9 +67,7 @@ def test_the_calibration_is_stored_beside_the_model(loaded: ModelVerifier) -> No
 async def test_the_verifier_allows_a_rewording_and_refuses_another_question(
     verifier: ModelVerifier,
 ) -> None:
-    reworded = await one(
-        verifier, "How do I reset my password?", "I forgot my password, how do I reset it?"
-    )
+    reworded = await one(verifier, "How do I reset my password?", "password reset how")
     assert reworded.allowed and reworded.score is not None
     assert reworded.score >= verifier.min_score
     # The same question but for case and the question mark: served without asking the model.
@@ -157,3 +155,10 @@ def test_scores_do_not_depend_on_batch_mates(trained_verifier: Path) -> None:
     # Groups run on two lanes at once: the same scores, in the same order.
     on_lanes = PairClassifier(trained_verifier, lanes=2).scores(many)
     assert np.abs(on_lanes - singly).max() < 1e-4
+
+
+async def test_one_how_to_question_is_not_taken_for_another(verifier: ModelVerifier) -> None:
+    """Two needs asked in the same template (bench/gateway.py's workload): before the
+    training's nearest-other-question negatives, the classifier allowed this at 4.9."""
+    verdict = await one(verifier, "How do I reset my password?", "how can i delete my account")
+    assert not verdict.allowed and verdict.score is not None

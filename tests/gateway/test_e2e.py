@@ -170,11 +170,11 @@ def test_repeat_hits_paraphrase_is_semantic_near_miss_misses(running: Running) -
 
 
 def test_a_paraphrase_from_the_held_out_test_split_is_a_semantic_hit(running: Running) -> None:
-    """telecom-23: a domain the verifier was neither trained nor calibrated on, and other words."""
-    first = _chat(running, "What should I do if my SIM card is damaged?")
+    """telecom-9: a domain the verifier was neither trained nor calibrated on, and other words."""
+    first = _chat(running, "How do I transfer my number from another carrier?")
     assert first[0] == "miss"
-    _until_hit(running, "What should I do if my SIM card is damaged?")
-    paraphrase = _chat(running, "My SIM is broken, how do I get a new one?")
+    _until_hit(running, "How do I transfer my number from another carrier?")
+    paraphrase = _chat(running, "how to port my # over from another carrier")
     assert paraphrase[:2] == ("semantic", first[1])
 
 
